@@ -1,0 +1,3 @@
+from johnlocke.cli import main
+
+raise SystemExit(main())

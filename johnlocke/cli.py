@@ -1,0 +1,101 @@
+"""``johnlocke --config tracker.toml``: argument parsing, start-up, signals and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from johnlocke import __version__
+from johnlocke.config import Config, ConfigError, dump, load
+from johnlocke.strategy import StrategyLoadError, resolve
+
+log = logging.getLogger("johnlocke")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="johnlocke", description="A standalone BitTorrent tracker.")
+    p.add_argument(
+        "--config",
+        default="tracker.toml",
+        metavar="PATH",
+        help="the TOML configuration file (default: ./tracker.toml)",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print the effective settings and exit",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    p.add_argument("--version", action="version", version=f"johnlocke {__version__}")
+    return p
+
+
+async def _serve(config: Config) -> None:
+    from johnlocke.http import build_app, listening, start
+    from johnlocke.store.memory import MemoryStore
+    from johnlocke.tracker import Tracker
+
+    strategy = resolve(config.strategy.name, config.strategy.options)
+    tracker = Tracker(config, MemoryStore(), strategy)
+    runner = await start(build_app(tracker, config), config)
+    addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listening(runner))
+    log.info("johnlocke %s listening on %s (strategy %s)", __version__, addrs, config.strategy.name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing listeners, finishing requests in flight")
+    # cleanup() stops accepting, waits up to shutdown_timeout for in-flight requests, then runs
+    # the app's cleanup (the sweeper and the store).
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"johnlocke: {exc}", file=sys.stderr)
+        return 1
+    level = "debug" if args.verbose else config.log.level
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        resolve(config.strategy.name, config.strategy.options)
+    except StrategyLoadError as exc:
+        print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(f"# {args.config}: OK. Effective configuration:")
+        print(dump(config))
+        return 0
+    if config.http.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print(
+                f"johnlocke: {args.config}: [http] event_loop: uvloop is not installed"
+                " (pip install 'johnlocke[uvloop]')",
+                file=sys.stderr,
+            )
+            return 1
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            runner.run(_serve(config))
+    except OSError as exc:
+        print(f"johnlocke: {exc}", file=sys.stderr)
+        return 1
+    except StrategyLoadError as exc:
+        print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
+        return 1
+    return 0

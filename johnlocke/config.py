@@ -1,0 +1,154 @@
+"""The configuration: one TOML file, validated strictly.
+
+Every model is frozen and forbids unknown keys, so a misspelled key stops start-up instead of
+being silently ignored. ``load`` turns every failure into one ``ConfigError`` line that names the
+file, the key and what was expected; the CLI prints it and exits without a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is meant for the operator as is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HttpConfig(_Section):
+    host: list[str] = Field(default_factory=lambda: ["0.0.0.0", "::"])
+    port: int = Field(default=6969, ge=0, le=65535)
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    keepalive_timeout: float = Field(default=15.0, ge=0)
+    shutdown_timeout: float = Field(default=5.0, ge=0)
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("host")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one address to listen on")
+        for host in value:
+            if host != "localhost":
+                ip_address(host)  # ValueError names the bad address
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+        return value
+
+
+class AnnounceConfig(_Section):
+    interval: int = Field(default=1800, ge=1)
+    min_interval: int = Field(default=900, ge=0)
+    numwant_default: int = Field(default=50, ge=0)
+    numwant_max: int = Field(default=200, ge=0)
+    peer_timeout: int = Field(default=3960, ge=1)
+    sweep_interval: int = Field(default=60, ge=1)
+    allow_ip_param: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnnounceConfig:
+        if self.min_interval > self.interval:
+            raise ValueError("min_interval must not exceed interval")
+        if self.numwant_default > self.numwant_max:
+            raise ValueError("numwant_default must not exceed numwant_max")
+        if self.peer_timeout <= self.interval:
+            raise ValueError(
+                "peer_timeout must exceed interval, or every peer expires between announces"
+            )
+        return self
+
+
+class ScrapeConfig(_Section):
+    full_scrape: bool = False
+    max_hashes: int = Field(default=100, ge=1)
+
+
+class StrategyConfig(_Section):
+    name: str = "random"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
+    scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the operator wrote it: ``[announce] interval``."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2:
+        return f"[{parts[0]}] {'.'.join(parts[1:])}"
+    if parts:
+        return f"[{parts[0]}]"
+    return "top level"
+
+
+def validate(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against tracker.toml)"
+        elif "input" in err and err["type"] not in ("missing", "value_error"):
+            msg = f"{msg} (got {err['input']!r})"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_where(err['loc'])}: {msg}{more}") from None
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (pass --config PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return validate(data, str(path))
+
+
+def dump(config: Config) -> str:
+    """The effective configuration as TOML (every key, defaults included)."""
+    import json
+
+    lines = []
+    for section, values in config.model_dump(mode="json").items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"{key} = {{{inline}}}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)

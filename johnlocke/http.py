@@ -1,0 +1,146 @@
+"""The aiohttp frontend: the only module that imports aiohttp.
+
+It finds the client's address, hands the raw query bytes to ``johnlocke.protocol`` and the
+parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every answer to
+``/announce`` and ``/scrape`` is HTTP 200: clients read failures from the bencoded body.
+"""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import ip_address
+from socket import AF_INET, AF_INET6, inet_pton
+
+from aiohttp import web
+
+from johnlocke import protocol
+from johnlocke.config import Config
+from johnlocke.errors import ClientError
+from johnlocke.tracker import Tracker
+
+log = logging.getLogger("johnlocke.http")
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+_INTERNAL = protocol.encode_failure("internal tracker error")
+
+
+def pack_ip(host: str) -> bytes:
+    """A textual address to 4 or 16 packed bytes; IPv4-mapped IPv6 becomes IPv4."""
+    try:
+        return inet_pton(AF_INET, host)
+    except OSError:
+        packed = inet_pton(AF_INET6, host.partition("%")[0])
+        return packed[12:] if packed[:12] == _V4_MAPPED else packed
+
+
+def _raw_query(request: web.BaseRequest) -> bytes:
+    # raw_path is the request target as the client sent it (decoded from bytes with
+    # surrogateescape by aiohttp's parser), so this gets the exact bytes back.
+    return request.raw_path.partition("?")[2].encode("utf-8", "surrogateescape")
+
+
+class Frontend:
+    def __init__(self, tracker: Tracker, config: Config) -> None:
+        self.tracker = tracker
+        self.trusted = tuple(config.http.trusted_proxies)
+
+    def client_ip(self, request: web.BaseRequest) -> tuple[bytes, bool]:
+        """The peer's packed address, and whether it came from a trusted proxy's header."""
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer:
+            raise ClientError("cannot determine the client address")
+        host = peer[0]
+        if self.trusted:
+            src = ip_address(host)
+            if any(src in net for net in self.trusted):
+                forwarded = self._forwarded(request)
+                if forwarded is not None:
+                    return forwarded, True
+        return pack_ip(host), False
+
+    def _forwarded(self, request: web.BaseRequest) -> bytes | None:
+        """The rightmost X-Forwarded-For hop that is not itself a trusted proxy (or X-Real-IP)."""
+        xff = request.headers.get("X-Forwarded-For")
+        candidates = [h.strip() for h in xff.split(",")] if xff else []
+        real = request.headers.get("X-Real-IP")
+        if not candidates and real:
+            candidates = [real.strip()]
+        for text in reversed(candidates):
+            try:
+                addr = ip_address(text)
+            except ValueError:
+                raise ClientError("proxy sent an unreadable X-Forwarded-For") from None
+            if not any(addr in net for net in self.trusted):
+                return pack_ip(str(addr))
+        return None
+
+    async def announce(self, request: web.BaseRequest) -> web.Response:
+        try:
+            ip, trusted = self.client_ip(request)
+            req = protocol.parse_announce(_raw_query(request))
+            body = await self.tracker.announce(req, ip, trusted)
+        except ClientError as exc:
+            body = protocol.encode_failure(exc.reason)
+        except Exception:
+            log.exception("announce failed: %s", request.raw_path[:200])
+            body = _INTERNAL
+        return web.Response(body=body, content_type="text/plain")
+
+    async def scrape(self, request: web.BaseRequest) -> web.Response:
+        try:
+            hashes, _passkey = protocol.parse_scrape(_raw_query(request))
+            body = await self.tracker.scrape(hashes)
+        except ClientError as exc:
+            body = protocol.encode_failure(exc.reason)
+        except Exception:
+            log.exception("scrape failed: %s", request.raw_path[:200])
+            body = _INTERNAL
+        return web.Response(body=body, content_type="text/plain")
+
+
+def build_app(tracker: Tracker, config: Config) -> web.Application:
+    frontend = Frontend(tracker, config)
+    app = web.Application()
+    app.router.add_get("/announce", frontend.announce)
+    app.router.add_get("/scrape", frontend.scrape)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        tracker.start()
+        yield
+        await tracker.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def start(app: web.Application, config: Config) -> web.AppRunner:
+    """Listen on every configured address; raise OSError if none could be bound."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=config.http.shutdown_timeout,
+        keepalive_timeout=config.http.keepalive_timeout,
+        max_line_size=protocol.MAX_QUERY_LENGTH * 2,
+    )
+    await runner.setup()
+    bound = []
+    errors = []
+    for host in config.http.host:
+        site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            errors.append(f"{host}:{config.http.port}: {exc.strerror or exc}")
+            continue
+        bound.append(site)
+    if not bound:
+        await runner.cleanup()
+        raise OSError("cannot listen on " + "; ".join(errors))
+    for err in errors:
+        log.warning("not listening on %s", err)
+    return runner
+
+
+def listening(runner: web.AppRunner) -> list[tuple[str, int]]:
+    """The (host, port) pairs actually bound (useful with port = 0)."""
+    return [(addr[0], addr[1]) for addr in runner.addresses]

@@ -1,0 +1,313 @@
+"""HTTP tracker protocol: raw query bytes in, bencoded bytes out. No I/O, no aiohttp.
+
+Theory of operation
+-------------------
+Clients percent-encode binary info_hashes and peer_ids in wildly different ways (upper or lower
+case escapes, escaped unreserved characters, raw bytes such as ``Q`` or ``:`` left unescaped), so
+the query is split and decoded here from the raw bytes of the request target: never through a
+text decoding, which would corrupt binary values. Every parse error raises ``ClientError`` with a
+reason that names the parameter, before anything touches a swarm.
+
+Responses are built by hand with one ``b"".join`` (or ``%`` formatting) per answer: the keys are
+fixed and already in bencode's sorted order, so a general encoder would only add work on the hot
+path.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import ip_address
+from urllib.parse import unquote_to_bytes
+
+from johnlocke.errors import ClientError
+
+# Real announces are 250-450 bytes; a multi-hash scrape is ~75 bytes per hash. Anything much
+# longer is a mistake or an attack, and refusing it early bounds the parsing work.
+MAX_QUERY_LENGTH = 8192
+# Enough for a 64-bit counter; longer digit strings cost int() time for no legitimate use.
+_MAX_DIGITS = 20
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+EVENT_NONE = 0
+EVENT_STARTED = 1
+EVENT_COMPLETED = 2
+EVENT_STOPPED = 3
+EVENT_PAUSED = 4
+_EVENTS = {
+    b"": EVENT_NONE,
+    b"empty": EVENT_NONE,
+    b"started": EVENT_STARTED,
+    b"completed": EVENT_COMPLETED,
+    b"stopped": EVENT_STOPPED,
+    b"paused": EVENT_PAUSED,
+}
+
+
+class AnnounceRequest:
+    """One parsed announce. A plain slotted class: built on every request, so no validation model."""
+
+    __slots__ = (
+        "info_hash",
+        "peer_id",
+        "port",
+        "uploaded",
+        "downloaded",
+        "left",
+        "event",
+        "compact",
+        "no_peer_id",
+        "numwant",
+        "key",
+        "trackerid",
+        "ip",
+        "passkey",
+    )
+
+    def __init__(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        port: int,
+        uploaded: int = 0,
+        downloaded: int = 0,
+        left: int = 0,
+        event: int = EVENT_NONE,
+        compact: bool = True,
+        no_peer_id: bool = False,
+        numwant: int | None = None,
+        key: bytes | None = None,
+        trackerid: bytes | None = None,
+        ip: bytes | None = None,
+        passkey: bytes | None = None,
+    ) -> None:
+        self.info_hash = info_hash
+        self.peer_id = peer_id
+        self.port = port
+        self.uploaded = uploaded
+        self.downloaded = downloaded
+        self.left = left
+        self.event = event
+        self.compact = compact
+        self.no_peer_id = no_peer_id
+        self.numwant = numwant
+        self.key = key
+        self.trackerid = trackerid
+        self.ip = ip
+        self.passkey = passkey
+
+
+def _unescape(name: bytes, value: bytes) -> bytes:
+    if b"%" not in value:
+        return value
+    if _BAD_ESCAPE.search(value):
+        raise ClientError(f"bad percent escape in {name.decode('latin-1')}")
+    return unquote_to_bytes(value)
+
+
+def split_query(query: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a raw query string into (name, value) byte pairs, percent-decoding both.
+
+    Empty pieces (``a=1&&b=2``) are skipped; a piece without ``=`` has an empty value.
+    """
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ClientError(f"query string too long (over {MAX_QUERY_LENGTH} bytes)")
+    pairs = []
+    for piece in query.split(b"&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition(b"=")
+        if b"%" in name:
+            name = _unescape(b"parameter name", name)
+        pairs.append((name, _unescape(name, value)))
+    return pairs
+
+
+def _uint(name: str, value: bytes) -> int:
+    # bytes.isdigit() is ASCII-only, so "+5", " 5", "5_0" and non-ASCII digits are all refused.
+    if value.isdigit():
+        if len(value) > _MAX_DIGITS:
+            raise ClientError(f"{name} is too large")
+        return int(value)
+    if value[:1] == b"-" and value[1:].isdigit():
+        raise ClientError(f"{name} must not be negative")
+    raise ClientError(f"{name} is not a whole number")
+
+
+def parse_announce(query: bytes) -> AnnounceRequest:
+    """Parse the raw query of an announce. Raises ClientError naming the first bad parameter."""
+    info_hash = peer_id = port_raw = None
+    uploaded = downloaded = left = 0
+    event = EVENT_NONE
+    compact = True
+    no_peer_id = False
+    numwant = None
+    key = trackerid = ip = passkey = None
+    for name, value in split_query(query):
+        if name == b"info_hash":
+            if info_hash is None:
+                info_hash = value
+        elif name == b"peer_id":
+            peer_id = value
+        elif name == b"port":
+            port_raw = value
+        elif name == b"left":
+            left = _uint("left", value)
+        elif name == b"uploaded":
+            uploaded = _uint("uploaded", value)
+        elif name == b"downloaded":
+            downloaded = _uint("downloaded", value)
+        elif name == b"event":
+            try:
+                event = _EVENTS[value]
+            except KeyError:
+                raise ClientError(
+                    "unknown event (expected started, completed, stopped, paused or empty)"
+                ) from None
+        elif name == b"compact":
+            compact = value != b"0"
+        elif name == b"no_peer_id":
+            no_peer_id = value != b"0"
+        elif name == b"numwant":
+            numwant = _uint("numwant", value)
+        elif name == b"key":
+            key = value
+        elif name == b"trackerid":
+            trackerid = value
+        elif name == b"ip" or name == b"ipv4" or name == b"ipv6":
+            if ip is None:
+                ip = value
+        elif name == b"passkey":
+            passkey = value
+    if info_hash is None:
+        raise ClientError("missing info_hash")
+    if len(info_hash) != 20:
+        raise ClientError(f"info_hash must be 20 bytes, got {len(info_hash)}")
+    if peer_id is None:
+        raise ClientError("missing peer_id")
+    if len(peer_id) != 20:
+        raise ClientError(f"peer_id must be 20 bytes, got {len(peer_id)}")
+    if port_raw is None:
+        raise ClientError("missing port")
+    port = _uint("port", port_raw)
+    if not 0 < port < 65536:
+        raise ClientError("port must be between 1 and 65535")
+    return AnnounceRequest(
+        info_hash,
+        peer_id,
+        port,
+        uploaded,
+        downloaded,
+        left,
+        event,
+        compact,
+        no_peer_id,
+        numwant,
+        key,
+        trackerid,
+        ip,
+        passkey,
+    )
+
+
+def parse_scrape(query: bytes) -> tuple[list[bytes], bytes | None]:
+    """Parse a scrape query: the list of info_hashes asked for (may be empty) and any passkey."""
+    hashes: list[bytes] = []
+    passkey = None
+    for name, value in split_query(query):
+        if name == b"info_hash":
+            if len(value) != 20:
+                raise ClientError(f"info_hash must be 20 bytes, got {len(value)}")
+            hashes.append(value)
+        elif name == b"passkey":
+            passkey = value
+    return hashes, passkey
+
+
+def parse_ip(text: bytes) -> bytes:
+    """A textual IPv4/IPv6 address to its packed form (4 or 16 bytes); v4-mapped IPv6 becomes 4."""
+    try:
+        addr = ip_address(text.decode("ascii").strip())
+    except (ValueError, UnicodeDecodeError):
+        raise ClientError("ip is not a valid IP address") from None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.packed
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _bstr(value: bytes) -> bytes:
+    return b"%d:%s" % (len(value), value)
+
+
+def encode_failure(reason: str) -> bytes:
+    return b"d14:failure reason%se" % _bstr(reason.encode("utf-8"))
+
+
+def encode_announce(
+    interval: int,
+    min_interval: int,
+    complete: int,
+    incomplete: int,
+    downloaded: int,
+    peers: bytes,
+    peers6: bytes,
+    external_ip: bytes,
+    tracker_id: bytes | None = None,
+    warning: bytes | None = None,
+) -> bytes:
+    """An announce answer. ``peers``/``peers6`` are already bencoded values (see below)."""
+    parts = [
+        b"d8:completei%de10:downloadedi%de11:external ip%s10:incompletei%de"
+        b"8:intervali%de12:min intervali%de5:peers"
+        % (complete, downloaded, _bstr(external_ip), incomplete, interval, min_interval),
+        peers,
+        b"6:peers6",
+        peers6,
+    ]
+    if tracker_id is not None:
+        parts.append(b"10:tracker id")
+        parts.append(_bstr(tracker_id))
+    if warning is not None:
+        parts.append(b"15:warning message")
+        parts.append(_bstr(warning))
+    parts.append(b"e")
+    return b"".join(parts)
+
+
+def compact_value(addrs: list[bytes]) -> bytes:
+    """A bencoded compact peer string from 6- or 18-byte compact addresses (BEP 23, BEP 7)."""
+    blob = b"".join(addrs)
+    return b"%d:%s" % (len(blob), blob)
+
+
+EMPTY_STRING = b"0:"
+
+
+def dict_peers_value(peers: list[tuple[str, int, bytes]], no_peer_id: bool) -> bytes:
+    """A bencoded list of peer dicts (BEP 3, non-compact): (ip text, port, peer_id) triples."""
+    parts = [b"l"]
+    for ip, port, peer_id in peers:
+        ipb = ip.encode("ascii")
+        if no_peer_id:
+            parts.append(b"d2:ip%d:%s4:porti%dee" % (len(ipb), ipb, port))
+        else:
+            parts.append(b"d2:ip%d:%s7:peer id20:%s4:porti%dee" % (len(ipb), ipb, peer_id, port))
+    parts.append(b"e")
+    return b"".join(parts)
+
+
+def encode_scrape(files: list[tuple[bytes, int, int, int]]) -> bytes:
+    """A scrape answer from (info_hash, complete, incomplete, downloaded); keys must be unique.
+
+    Bencode wants dict keys sorted, so the entries are sorted here.
+    """
+    parts = [b"d5:filesd"]
+    for info_hash, complete, incomplete, downloaded in sorted(files):
+        parts.append(
+            b"20:%sd8:completei%de10:downloadedi%de10:incompletei%dee"
+            % (info_hash, complete, downloaded, incomplete)
+        )
+    parts.append(b"ee")
+    return b"".join(parts)

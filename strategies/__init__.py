@@ -1,0 +1,5 @@
+"""JohnLocke's built-in peer-selection strategies.
+
+Installed as the ``johnlocke_strategies`` package and registered under the
+``johnlocke.strategies`` entry-point group, the same way a third-party plugin registers its own.
+"""
