@@ -44,7 +44,7 @@ _EVENTS = {
 
 
 class AnnounceRequest:
-    """One parsed announce. A plain slotted class: built on every request, so no validation model."""
+    """One parsed announce: a plain slotted class, built on every request (no validation model)."""
 
     __slots__ = (
         "info_hash",

@@ -40,7 +40,7 @@ class SwarmView(Protocol):
     seeder: bool
 
     def count(self, seeders: bool) -> int:
-        """How many peers of that role and of the announcer's family there are, the announcer excluded."""
+        """Peers of that role in the announcer's family, the announcer excluded."""
         ...
 
     def sample(self, seeders: bool, k: int, rng: random.Random) -> list[bytes]:
