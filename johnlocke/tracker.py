@@ -64,8 +64,11 @@ class Tracker:
                 ip,
                 tracker_id,
             )
+        # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
+        # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
+        completed = req.event == EVENT_COMPLETED
         view = await self.store.announce(
-            req.info_hash, req.peer_id, addr, req.left == 0, key_hash, req.event == EVENT_COMPLETED
+            req.info_hash, req.peer_id, addr, req.left == 0 or completed, key_hash, completed
         )
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:

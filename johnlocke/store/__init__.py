@@ -75,8 +75,9 @@ class Store(Protocol):
 
         ``addr`` is the 6- or 18-byte compact address. A peer_id already in the swarm from another
         IP is accepted only with the same non-zero ``key_hash``, otherwise ``ClientError``. A
-        leecher that becomes a seeder (or sends ``completed_event`` while not yet a seeder)
-        increments the swarm's ``downloaded`` once. A missing swarm is created.
+        known leecher that comes back as a seeder increments the swarm's ``downloaded`` once; so
+        does an unknown peer that arrives as a seeder with ``completed_event`` (it finished
+        while the store did not know it). A missing swarm is created.
         """
         ...
 

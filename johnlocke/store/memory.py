@@ -25,6 +25,7 @@ import asyncio
 import random
 import time
 from array import array
+from collections.abc import Callable
 from struct import Struct
 
 from johnlocke.errors import ClientError
@@ -172,7 +173,10 @@ class Swarm:
             self.used += 1
             if (self.used + self.deleted) * 3 > len(self.index) * 2:
                 self._resize()
-            return t, slot, False
+            # A stranger saying "completed" finished while we did not know it (a restart).
+            if completed and seeder:
+                self.downloaded += 1
+            return t, slot, completed and seeder
         old_t = e & 3
         old_slot = e >> 2
         rec = _TABLE_REC[old_t]
@@ -185,7 +189,7 @@ class Swarm:
                 (stored_key,) = _U32.unpack_from(tb, start + alen + 24)
                 if key_hash == 0 or stored_key != key_hash:
                     raise ClientError("peer_id is in use from another address (send the same key)")
-        counted = old_t & 1 == 1 and (seeder or completed)
+        counted = old_t & 1 == 1 and seeder
         if counted:
             self.downloaded += 1
         if old_t == t:
@@ -288,12 +292,13 @@ class MemoryView:
 class MemoryStore:
     """Swarms in this process's memory (``johnlocke.store.Store``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.swarms: dict[bytes, Swarm] = {}
-        self._epoch = time.monotonic()
+        self._clock = clock
+        self._epoch = clock()
 
     def now(self) -> int:
-        return int(time.monotonic() - self._epoch)
+        return int(self._clock() - self._epoch)
 
     async def announce(
         self,

@@ -1,0 +1,276 @@
+"""The contract every swarm store driver must keep (memory now, Redis later).
+
+A driver's test module subclasses ``StoreContract`` and provides a ``make_store`` fixture: a
+function taking a clock (a callable returning seconds) and returning a fresh, empty store.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from johnlocke.errors import ClientError
+
+IH = b"\x11" * 20
+IH2 = b"\x22" * 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def pid(n: int) -> bytes:
+    return b"-XX0001-" + n.to_bytes(12, "big")
+
+
+def v4(n: int, port: int = 6881) -> bytes:
+    return bytes([10, (n >> 16) & 255, (n >> 8) & 255, n & 255]) + port.to_bytes(2, "big")
+
+
+def v6(n: int, port: int = 6881) -> bytes:
+    return b"\x20\x01\x0d\xb8" + bytes(8) + n.to_bytes(4, "big") + port.to_bytes(2, "big")
+
+
+def record_peer_id(record: bytes) -> bytes:
+    alen = 6 if len(record) == 34 else 18
+    return bytes(record[alen : alen + 20])
+
+
+def record_addr(record: bytes) -> bytes:
+    return bytes(record[: 6 if len(record) == 34 else 18])
+
+
+def record_last_seen(record: bytes) -> int:
+    alen = 6 if len(record) == 34 else 18
+    return struct.unpack_from("<I", record, alen + 20)[0]
+
+
+class StoreContract:
+    @pytest.fixture
+    def clock(self):
+        return Clock()
+
+    @pytest.fixture
+    async def store(self, make_store, clock):
+        s = make_store(clock)
+        yield s
+        await s.close()
+
+    async def join(self, store, n, seeder=False, ih=IH, addr=None, key=0, completed=False):
+        return await store.announce(ih, pid(n), addr or v4(n), seeder, key, completed)
+
+    async def counts(self, store, ih=IH):
+        (row,) = await store.scrape([ih])
+        return row[1:]
+
+    # --- membership and counts ---------------------------------------------------------------
+
+    async def test_first_announce_creates_the_swarm(self, store):
+        view = await self.join(store, 1)
+        assert (view.complete, view.incomplete, view.downloaded) == (0, 1, 0)
+        assert await self.counts(store) == (0, 1, 0)
+
+    async def test_unknown_swarm_scrapes_as_zeros(self, store):
+        assert await store.scrape([IH2]) == [(IH2, 0, 0, 0)]
+
+    async def test_reannounce_does_not_duplicate(self, store):
+        for _ in range(3):
+            await self.join(store, 1)
+        await self.join(store, 2, seeder=True)
+        await self.join(store, 2, seeder=True)
+        assert await self.counts(store) == (1, 1, 0)
+
+    async def test_swarms_are_separate(self, store):
+        await self.join(store, 1)
+        await self.join(store, 1, ih=IH2, seeder=True)
+        assert await store.scrape([IH, IH2]) == [(IH, 0, 1, 0), (IH2, 1, 0, 0)]
+        assert sorted(await store.scrape_all()) == [(IH, 0, 1, 0), (IH2, 1, 0, 0)]
+        assert await store.stats() == (2, 1, 1)
+
+    # --- completion --------------------------------------------------------------------------
+
+    async def test_leecher_becoming_seeder_counts_one_download(self, store):
+        await self.join(store, 1)
+        view = await self.join(store, 1, seeder=True)
+        assert view.completed is True
+        assert (view.complete, view.incomplete, view.downloaded) == (1, 0, 1)
+        # rtorrent's late "completed", and later announces, do not count again.
+        view = await self.join(store, 1, seeder=True, completed=True)
+        assert view.completed is False
+        await self.join(store, 1, seeder=True)
+        assert await self.counts(store) == (1, 0, 1)
+
+    async def test_seeder_arriving_seeded_is_not_a_download(self, store):
+        view = await self.join(store, 1, seeder=True)
+        assert view.completed is False
+        assert await self.counts(store) == (1, 0, 0)
+
+    async def test_unknown_peer_announcing_completed_counts(self, store):
+        await self.join(store, 1, seeder=True, completed=True)
+        assert await self.counts(store) == (1, 0, 1)
+
+    async def test_each_completing_peer_counts_once(self, store):
+        for n in range(5):
+            await self.join(store, n)
+        for n in range(5):
+            await self.join(store, n, seeder=True)
+            await self.join(store, n, seeder=True, completed=True)
+        assert await self.counts(store) == (5, 0, 5)
+
+    # --- removal -----------------------------------------------------------------------------
+
+    async def test_remove(self, store):
+        await self.join(store, 1)
+        await self.join(store, 2, seeder=True)
+        assert await store.remove(IH, pid(1), v4(1), 0) == (1, 0, 0)
+        assert await store.remove(IH, pid(1), v4(1), 0) == (1, 0, 0)  # twice is harmless
+        assert await store.remove(IH2, pid(1), v4(1), 0) == (0, 0, 0)  # unknown swarm
+
+    async def test_remove_from_another_ip_needs_the_key(self, store):
+        await self.join(store, 1, key=77)
+        with pytest.raises(ClientError):
+            await store.remove(IH, pid(1), v4(2), 0)
+        with pytest.raises(ClientError):
+            await store.remove(IH, pid(1), v4(2), 78)
+        assert await self.counts(store) == (0, 1, 0)
+        assert await store.remove(IH, pid(1), v4(2), 77) == (0, 0, 0)
+
+    # --- identity ----------------------------------------------------------------------------
+
+    async def test_same_ip_new_port_updates_the_peer(self, store):
+        await self.join(store, 1, addr=v4(1, 1000))
+        view = await self.join(store, 2)
+        view = await self.join(store, 2, seeder=True)
+        await self.join(store, 1, addr=v4(1, 2000))
+        view = await self.join(store, 2, seeder=True)
+        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(1, 2000)]
+
+    async def test_other_ip_with_same_key_moves_the_peer(self, store):
+        await self.join(store, 1, key=5)
+        await self.join(store, 1, key=5, addr=v4(99))
+        view = await self.join(store, 2, seeder=True)
+        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(99)]
+        assert await self.counts(store) == (1, 1, 0)
+
+    @pytest.mark.parametrize("stored,sent", [(0, 0), (5, 0), (5, 6), (0, 6)])
+    async def test_other_ip_without_the_key_is_refused_and_changes_nothing(
+        self, store, stored, sent
+    ):
+        await self.join(store, 1, key=stored)
+        with pytest.raises(ClientError, match="another address"):
+            await self.join(store, 1, key=sent, addr=v4(99), seeder=True)
+        view = await self.join(store, 2, seeder=True)
+        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(1)]
+        assert await self.counts(store) == (1, 1, 0)
+
+    # --- what an announcer sees --------------------------------------------------------------
+
+    async def test_sample_never_returns_the_announcer(self, store):
+        for n in range(30):
+            await self.join(store, n, seeder=n % 3 == 0)
+        rng = random.Random(7)
+        for n in range(30):
+            view = await self.join(store, n, seeder=n % 3 == 0)
+            got = view.sample(True, 100, rng) + view.sample(False, 100, rng)
+            ids = [record_peer_id(r) for r in got]
+            assert pid(n) not in ids
+            assert len(ids) == len(set(ids)) == 29
+
+    async def test_sample_respects_role_and_family(self, store):
+        for n in range(10):
+            await self.join(store, n, seeder=n < 4)
+        for n in range(10, 15):
+            await self.join(store, n, addr=v6(n), seeder=n < 12)
+        view = await self.join(store, 20)
+        rng = random.Random(3)
+        seeds = view.sample(True, 50, rng)
+        leechs = view.sample(False, 50, rng)
+        assert {record_peer_id(r) for r in seeds} == {pid(n) for n in range(4)}
+        assert {record_peer_id(r) for r in leechs} == {pid(n) for n in range(4, 10)}
+        assert all(len(r) == 34 for r in seeds + leechs)
+        assert view.count(True) == 4 and view.count(False) == 6
+        view6 = await self.join(store, 21, addr=v6(21))
+        seeds6 = view6.sample(True, 50, rng)
+        assert {record_peer_id(r) for r in seeds6} == {pid(10), pid(11)}
+        assert all(len(r) == 46 and record_addr(r)[:4] == b"\x20\x01\x0d\xb8" for r in seeds6)
+        assert view6.count(False) == 3
+        assert (view6.complete, view6.incomplete) == (6, 11)
+
+    async def test_sample_is_bounded_and_roughly_uniform(self, store):
+        for n in range(200):
+            await self.join(store, n)
+        view = await self.join(store, 500)
+        rng = random.Random(11)
+        hits = dict.fromkeys(range(200), 0)
+        for _ in range(400):
+            got = view.sample(False, 25, rng)
+            assert len(got) == 25
+            assert len({record_peer_id(r) for r in got}) == 25
+            for r in got:
+                hits[int.from_bytes(record_peer_id(r)[8:], "big")] += 1
+        # Each peer's expected count is 400 * 25 / 200 = 50.
+        assert min(hits.values()) > 20 and max(hits.values()) < 90
+
+    async def test_sample_is_deterministic_under_a_seeded_rng(self, store):
+        for n in range(100):
+            await self.join(store, n)
+        view = await self.join(store, 1000)
+        a = view.sample(False, 10, random.Random(42))
+        b = view.sample(False, 10, random.Random(42))
+        assert [bytes(r) for r in a] == [bytes(r) for r in b]
+
+    async def test_records_carry_last_seen(self, store, clock):
+        await self.join(store, 1)
+        clock.t += 50
+        view = await self.join(store, 2)
+        (rec,) = view.sample(False, 5, random.Random(0))
+        assert record_last_seen(rec) == store.now() - 50
+
+    # --- expiry ------------------------------------------------------------------------------
+
+    async def test_sweep_forgets_stale_peers_and_drops_empty_swarms(self, store, clock):
+        for n in range(10):
+            await self.join(store, n, seeder=n < 3)
+        await self.join(store, 1, ih=IH2)
+        clock.t += 100
+        for n in range(5, 8):
+            await self.join(store, n)
+        removed = await store.sweep(store.now() - 50)
+        assert removed == 8
+        assert await store.scrape([IH]) == [(IH, 0, 3, 0)]
+        assert await store.stats() == (1, 0, 3)
+        assert await store.sweep(store.now() + 1) == 3
+        assert await store.stats() == (0, 0, 0)
+
+    async def test_big_swarm_survives_churn(self, store):
+        """A model check: random joins, role changes and leaves against a plain dict."""
+        rng = random.Random(5)
+        model: dict[int, bool] = {}
+        for _ in range(6000):
+            n = rng.randrange(1500)
+            op = rng.random()
+            if op < 0.6:
+                seeder = rng.random() < 0.3
+                await self.join(store, n, seeder=seeder, addr=v6(n) if n % 7 == 0 else v4(n))
+                model[n] = seeder
+            else:
+                await store.remove(IH, pid(n), v6(n) if n % 7 == 0 else v4(n), 0)
+                model.pop(n, None)
+        seeders = sum(model.values())
+        (row,) = await store.scrape([IH])
+        assert row[1:3] == (seeders, len(model) - seeders)
+        # Every peer is still findable: re-announcing it changes no count.
+        for n, seeder in model.items():
+            await self.join(store, n, seeder=seeder, addr=v6(n) if n % 7 == 0 else v4(n))
+        (row,) = await store.scrape([IH])
+        assert row[1:3] == (seeders, len(model) - seeders)
+        view = await self.join(store, 99999)
+        got = view.sample(True, 5000, rng) + view.sample(False, 5000, rng)
+        v4_ids = {n for n in model if n % 7}
+        assert {int.from_bytes(record_peer_id(r)[8:], "big") for r in got} == v4_ids

@@ -1,0 +1,73 @@
+"""The memory store against the shared store contract, plus what only it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from johnlocke.store.memory import MemoryStore
+
+from .store_contract import IH, StoreContract, pid, v4
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def make_store(self):
+        return lambda clock: MemoryStore(clock=clock)
+
+
+async def test_sweep_yields_to_the_event_loop_on_big_swarms():
+    clock_t = [0.0]
+    store = MemoryStore(clock=lambda: clock_t[0])
+    for n in range(60_000):
+        await store.announce(IH, pid(n), v4(n), n % 4 == 0, 0, False)
+    ticks = 0
+    done = False
+
+    async def ticker():
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    clock_t[0] += 10
+    removed = await store.sweep(store.now())
+    done = True
+    await task
+    assert removed == 60_000
+    assert store.swarms == {}
+    # 60,000 peers in slices of 20,000: the loop got control between slices.
+    assert ticks >= 2
+
+
+async def test_announce_during_a_sweep_is_kept():
+    clock_t = [0.0]
+    store = MemoryStore(clock=lambda: clock_t[0])
+    for n in range(50_000):
+        await store.announce(IH, pid(n), v4(n), False, 0, False)
+    clock_t[0] += 10
+    cutoff = store.now()
+
+    async def late_announce():
+        await asyncio.sleep(0)
+        await store.announce(IH, pid(999_999), v4(1), False, 0, False)
+
+    t0 = time.perf_counter()
+    _, removed = await asyncio.gather(late_announce(), store.sweep(cutoff))
+    assert time.perf_counter() - t0 < 30
+    assert removed == 50_000
+    assert await store.scrape([IH]) == [(IH, 0, 1, 0)]
+
+
+async def test_index_shrinks_after_a_swarm_empties():
+    store = MemoryStore()
+    for n in range(5000):
+        await store.announce(IH, pid(n), v4(n), False, 0, False)
+    big = len(store.swarms[IH].index)
+    for n in range(4990):
+        await store.remove(IH, pid(n), v4(n), 0)
+    assert len(store.swarms[IH].index) < big / 16
+    assert await store.scrape([IH]) == [(IH, 0, 10, 0)]
