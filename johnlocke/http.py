@@ -8,6 +8,7 @@ parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every a
 from __future__ import annotations
 
 import logging
+from typing import Any
 from ipaddress import ip_address
 from socket import AF_INET, AF_INET6, inet_pton
 
@@ -54,8 +55,7 @@ class Frontend:
             src = ip_address(host)
             if any(src in net for net in self.trusted):
                 forwarded = self._forwarded(request)
-                if forwarded is not None:
-                    return forwarded, True
+                return (pack_ip(host) if forwarded is None else forwarded), True
         return pack_ip(host), False
 
     def _forwarded(self, request: web.BaseRequest) -> bytes | None:
@@ -113,15 +113,21 @@ def build_app(tracker: Tracker, config: Config) -> web.Application:
     return app
 
 
+def runner_options(config: Config) -> dict[str, Any]:
+    """Server settings, shared by ``start`` and the tests' servers."""
+    return {
+        "access_log": None,
+        "shutdown_timeout": config.http.shutdown_timeout,
+        "keepalive_timeout": config.http.keepalive_timeout,
+        # Room for an over-long query to reach the parser, which answers it with a bencoded
+        # failure; only a request line beyond this gets aiohttp's plain 400.
+        "max_line_size": protocol.MAX_QUERY_LENGTH * 2,
+    }
+
+
 async def start(app: web.Application, config: Config) -> web.AppRunner:
     """Listen on every configured address; raise OSError if none could be bound."""
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        shutdown_timeout=config.http.shutdown_timeout,
-        keepalive_timeout=config.http.keepalive_timeout,
-        max_line_size=protocol.MAX_QUERY_LENGTH * 2,
-    )
+    runner = web.AppRunner(app, **runner_options(config))
     await runner.setup()
     bound = []
     errors = []

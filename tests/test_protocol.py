@@ -65,7 +65,9 @@ def test_minimal_announce_has_defaults():
     ],
 )
 def test_escape_case_does_not_matter(escape):
-    assert parse_announce(q(base=f"info_hash={escape}&peer_id={PID.decode()}&port=1")).info_hash == IH
+    assert (
+        parse_announce(q(base=f"info_hash={escape}&peer_id={PID.decode()}&port=1")).info_hash == IH
+    )
 
 
 def test_over_escaped_and_raw_characters_decode_to_the_same_bytes():
@@ -179,8 +181,13 @@ def test_every_real_client_announce_parses():
         assert req.event == expected_event, (row["client"], row["event"])
         seen.add(row["client"])
         # Clients' peer_ids carry their name in a known prefix (Azureus or aria2 style).
-        prefix = {"transmission": b"-TR", "qbittorrent": b"-qB", "aria2": b"A2-",
-                  "ctorrent": b"-CD", "rtorrent": b"-lt"}.get(row["client"])
+        prefix = {
+            "transmission": b"-TR",
+            "qbittorrent": b"-qB",
+            "aria2": b"A2-",
+            "ctorrent": b"-CD",
+            "rtorrent": b"-lt",
+        }.get(row["client"])
         if prefix:
             assert req.peer_id.startswith(prefix), row["client"]
     assert {"aria2", "ctorrent", "rtorrent", "transmission", "qbittorrent"} <= seen
@@ -246,8 +253,15 @@ def test_parse_ip_rejects(text):
 def test_announce_encoding_decodes_with_a_real_bencode_library():
     peers = [bytes([127, 0, 0, 1, 0x1A, 0xE1]), bytes([10, 0, 0, 2, 0, 80])]
     body = protocol.encode_announce(
-        1800, 900, 3, 4, 5, protocol.compact_value(peers), protocol.EMPTY_STRING,
-        bytes([127, 0, 0, 1]), b"abc",
+        1800,
+        900,
+        3,
+        4,
+        5,
+        protocol.compact_value(peers),
+        protocol.EMPTY_STRING,
+        bytes([127, 0, 0, 1]),
+        b"abc",
     )
     d = bencodepy.decode(body)
     assert d == {

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Any
+
+import bencodepy
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from johnlocke.config import validate
+from johnlocke.http import build_app, runner_options
+from johnlocke.store.memory import MemoryStore
+from johnlocke.strategy import resolve
+from johnlocke.tracker import Tracker
+
+
+def make_config(**sections: dict[str, Any]):
+    """A validated Config from section dicts, e.g. make_config(announce={"interval": 60})."""
+    return validate(sections, "<test>")
+
+
+class TrackerClient:
+    """An HTTP client on a real aiohttp server running the tracker app, with bencode helpers."""
+
+    def __init__(self, client, tracker: Tracker) -> None:
+        self.http = client
+        self.tracker = tracker
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> dict:
+        # encoded=True: yarl would otherwise "normalise" escapes such as %3f into "?".
+        url = URL(str(self.http.make_url("/")).rstrip("/") + path, encoded=True)
+        resp = await self.http.session.get(url, headers=headers)
+        assert resp.status == 200, await resp.text()
+        return bencodepy.decode(await resp.read())
+
+    async def announce(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        port: int = 6881,
+        headers: dict[str, str] | None = None,
+        **params,
+    ) -> dict:
+        query = f"info_hash={esc(info_hash)}&peer_id={esc(peer_id)}&port={port}"
+        params.setdefault("left", 100)
+        for k, v in params.items():
+            if v is not None:
+                query += f"&{k}={esc(v) if isinstance(v, bytes) else v}"
+        return await self.get("/announce?" + query, headers=headers)
+
+    async def scrape(self, *hashes: bytes) -> dict:
+        return await self.get("/scrape?" + "&".join(f"info_hash={esc(h)}" for h in hashes))
+
+
+def esc(raw: bytes) -> str:
+    return "".join(f"%{b:02x}" for b in raw)
+
+
+@pytest.fixture
+def tracker_client(aiohttp_client):
+    """A factory: ``await tracker_client(announce={...})`` gives a TrackerClient."""
+
+    async def factory(**sections: dict[str, Any]) -> TrackerClient:
+        config = make_config(**sections)
+        tracker = Tracker(
+            config, MemoryStore(), resolve(config.strategy.name, config.strategy.options)
+        )
+        # Started here so it runs with the daemon's own server settings.
+        server = TestServer(build_app(tracker, config))
+        await server.start_server(**runner_options(config))
+        client = await aiohttp_client(server)
+        return TrackerClient(client, tracker)
+
+    return factory
