@@ -8,9 +8,9 @@ parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every a
 from __future__ import annotations
 
 import logging
-from typing import Any
 from ipaddress import ip_address
 from socket import AF_INET, AF_INET6, inet_pton
+from typing import Any
 
 from aiohttp import web
 
