@@ -39,15 +39,16 @@ async def _serve(config: Config) -> None:
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
 
+    # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     strategy = resolve(config.strategy.name, config.strategy.options)
     tracker = Tracker(config, MemoryStore(), strategy)
     runner = await start(build_app(tracker, config), config)
     addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listening(runner))
     log.info("johnlocke %s listening on %s (strategy %s)", __version__, addrs, config.strategy.name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: closing listeners, finishing requests in flight")
     # cleanup() stops accepting, waits up to shutdown_timeout for in-flight requests, then runs

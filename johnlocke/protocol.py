@@ -16,6 +16,7 @@ path.
 from __future__ import annotations
 
 import re
+from binascii import a2b_qp
 from ipaddress import ip_address
 from urllib.parse import unquote_to_bytes
 
@@ -96,12 +97,23 @@ class AnnounceRequest:
         self.passkey = passkey
 
 
+_PERCENT_TO_EQUALS = bytes.maketrans(b"%", b"=")
+
+
 def _unescape(name: bytes, value: bytes) -> bytes:
+    """Percent-decode one value to bytes; a malformed escape is a ClientError naming ``name``."""
     if b"%" not in value:
         return value
-    if _BAD_ESCAPE.search(value):
-        raise ClientError(f"bad percent escape in {name.decode('latin-1')}")
-    return unquote_to_bytes(value)
+    if b"=" not in value and b"\n" not in value:
+        # Fast path (~20x urllib's): quoted-printable decoding is percent-decoding with "="
+        # for "%", done in C. Each valid escape shortens the value by exactly 2 bytes and any
+        # malformed one by less, so the length tells whether every escape was well-formed.
+        out = a2b_qp(value.translate(_PERCENT_TO_EQUALS))
+        if len(out) == len(value) - 2 * value.count(b"%"):
+            return out
+    elif not _BAD_ESCAPE.search(value):
+        return unquote_to_bytes(value)
+    raise ClientError(f"bad percent escape in {name.decode('latin-1')}")
 
 
 def split_query(query: bytes) -> list[tuple[bytes, bytes]]:
@@ -133,64 +145,82 @@ def _uint(name: str, value: bytes) -> int:
     raise ClientError(f"{name} is not a whole number")
 
 
+def _query_dict(query: bytes) -> dict[bytes, bytes]:
+    """Raw query to {name: still-escaped value}; the last of repeated names wins."""
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ClientError(f"query string too long (over {MAX_QUERY_LENGTH} bytes)")
+    params = {}
+    for piece in query.split(b"&"):
+        name, _, value = piece.partition(b"=")
+        if b"%" in name:
+            name = _unescape(b"parameter name", name)
+        params[name] = value
+    return params
+
+
+def _count(params: dict[bytes, bytes], name: bytes, label: str) -> int:
+    value = params.get(name)
+    if value is None:
+        return 0
+    if value.isdigit() and len(value) <= _MAX_DIGITS:
+        return int(value)
+    return _uint(label, _unescape(name, value))
+
+
 def parse_announce(query: bytes) -> AnnounceRequest:
-    """Parse the raw query of an announce. Raises ClientError naming the first bad parameter."""
-    info_hash = peer_id = port_raw = None
-    uploaded = downloaded = left = 0
-    event = EVENT_NONE
-    compact = True
-    no_peer_id = False
-    numwant = None
-    key = trackerid = ip = passkey = None
-    for name, value in split_query(query):
-        if name == b"info_hash":
-            if info_hash is None:
-                info_hash = value
-        elif name == b"peer_id":
-            peer_id = value
-        elif name == b"port":
-            port_raw = value
-        elif name == b"left":
-            left = _uint("left", value)
-        elif name == b"uploaded":
-            uploaded = _uint("uploaded", value)
-        elif name == b"downloaded":
-            downloaded = _uint("downloaded", value)
-        elif name == b"event":
-            try:
-                event = _EVENTS[value]
-            except KeyError:
-                raise ClientError(
-                    "unknown event (expected started, completed, stopped, paused or empty)"
-                ) from None
-        elif name == b"compact":
-            compact = value != b"0"
-        elif name == b"no_peer_id":
-            no_peer_id = value != b"0"
-        elif name == b"numwant":
-            numwant = _uint("numwant", value)
-        elif name == b"key":
-            key = value
-        elif name == b"trackerid":
-            trackerid = value
-        elif name == b"ip" or name == b"ipv4" or name == b"ipv6":
-            if ip is None:
-                ip = value
-        elif name == b"passkey":
-            passkey = value
+    """Parse the raw query of an announce. Raises ClientError naming the first bad parameter.
+
+    Values are decoded only when used: this runs on every announce, and most parameters of a
+    real client's query (supportcrypto, corrupt, redundant...) are never looked at.
+    """
+    params = _query_dict(query)
+    get = params.get
+    info_hash = get(b"info_hash")
     if info_hash is None:
         raise ClientError("missing info_hash")
+    info_hash = _unescape(b"info_hash", info_hash)
     if len(info_hash) != 20:
         raise ClientError(f"info_hash must be 20 bytes, got {len(info_hash)}")
+    peer_id = get(b"peer_id")
     if peer_id is None:
         raise ClientError("missing peer_id")
+    peer_id = _unescape(b"peer_id", peer_id)
     if len(peer_id) != 20:
         raise ClientError(f"peer_id must be 20 bytes, got {len(peer_id)}")
+    port_raw = get(b"port")
     if port_raw is None:
         raise ClientError("missing port")
-    port = _uint("port", port_raw)
+    port = _uint("port", _unescape(b"port", port_raw))
     if not 0 < port < 65536:
         raise ClientError("port must be between 1 and 65535")
+    left = _count(params, b"left", "left")
+    uploaded = _count(params, b"uploaded", "uploaded")
+    downloaded = _count(params, b"downloaded", "downloaded")
+    numwant = get(b"numwant")
+    if numwant is not None:
+        numwant = _uint("numwant", _unescape(b"numwant", numwant))
+    event = get(b"event")
+    if event is None:
+        event = EVENT_NONE
+    else:
+        try:
+            event = _EVENTS[_unescape(b"event", event)]
+        except KeyError:
+            raise ClientError(
+                "unknown event (expected started, completed, stopped, paused or empty)"
+            ) from None
+    key = get(b"key")
+    if key is not None:
+        key = _unescape(b"key", key)
+    trackerid = get(b"trackerid")
+    if trackerid is not None:
+        trackerid = _unescape(b"trackerid", trackerid)
+    ip = get(b"ip") or get(b"ipv4") or get(b"ipv6")
+    if ip is not None:
+        ip = _unescape(b"ip", ip)
+    passkey = get(b"passkey")
+    if passkey is not None:
+        passkey = _unescape(b"passkey", passkey)
     return AnnounceRequest(
         info_hash,
         peer_id,
@@ -199,8 +229,8 @@ def parse_announce(query: bytes) -> AnnounceRequest:
         downloaded,
         left,
         event,
-        compact,
-        no_peer_id,
+        get(b"compact") != b"0",
+        get(b"no_peer_id", b"0") != b"0",
         numwant,
         key,
         trackerid,

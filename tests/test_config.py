@@ -106,8 +106,10 @@ def test_bad_config_exits_1_with_one_line_and_no_traceback(tmp_path):
         result = run_cli("--config", str(path), *args)
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
-        assert result.stderr.strip() == f"johnlocke: {path}: [announce] intervall: unknown key" \
+        assert (
+            result.stderr.strip() == f"johnlocke: {path}: [announce] intervall: unknown key"
             " (check the spelling against tracker.toml)"
+        )
 
 
 def test_unknown_strategy_stops_start_up(tmp_path):

@@ -1,0 +1,42 @@
+"""The real daemon process: start-up, clean shutdown on signals, requests in flight."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.request
+
+import bencodepy
+import pytest
+
+from .daemon import run_daemon
+
+IH = "%11" * 20
+PID = "-JL0001-abcdefghijkl"
+
+
+def announce(url: str, port: int = 6881) -> dict:
+    with urllib.request.urlopen(f"{url}/announce?info_hash={IH}&peer_id={PID}&port={port}") as r:
+        assert r.status == 200
+        return bencodepy.decode(r.read())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_right_after_start_stops_cleanly(sig):
+    for _ in range(5):
+        with run_daemon("") as d:
+            assert d.stop(sig=sig) == 0
+            assert "stopped" in d.log_text()
+
+
+def test_shutdown_closes_listeners_and_keeps_answering_until_then():
+    with run_daemon("") as d:
+        assert announce(d.url)[b"complete"] == 1  # no left= means left=0
+        # An idle keep-alive connection must not hold the shutdown up.
+        idle = socket.create_connection(("127.0.0.1", d.port))
+        idle.sendall(b"GET /scrape?info_hash=" + IH.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)
+        assert d.stop() == 0
+        idle.close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
