@@ -267,12 +267,13 @@ def parse_ip(text: bytes) -> bytes:
 # --- encoding -------------------------------------------------------------------------------
 
 
-def _bstr(value: bytes) -> bytes:
+def bstr(value: bytes) -> bytes:
+    """A bencoded byte string (compact peer strings are built with this)."""
     return b"%d:%s" % (len(value), value)
 
 
 def encode_failure(reason: str) -> bytes:
-    return b"d14:failure reason%se" % _bstr(reason.encode("utf-8"))
+    return b"d14:failure reason%se" % bstr(reason.encode("utf-8"))
 
 
 def encode_announce(
@@ -291,25 +292,19 @@ def encode_announce(
     parts = [
         b"d8:completei%de10:downloadedi%de11:external ip%s10:incompletei%de"
         b"8:intervali%de12:min intervali%de5:peers"
-        % (complete, downloaded, _bstr(external_ip), incomplete, interval, min_interval),
+        % (complete, downloaded, bstr(external_ip), incomplete, interval, min_interval),
         peers,
         b"6:peers6",
         peers6,
     ]
     if tracker_id is not None:
         parts.append(b"10:tracker id")
-        parts.append(_bstr(tracker_id))
+        parts.append(bstr(tracker_id))
     if warning is not None:
         parts.append(b"15:warning message")
-        parts.append(_bstr(warning))
+        parts.append(bstr(warning))
     parts.append(b"e")
     return b"".join(parts)
-
-
-def compact_value(addrs: list[bytes]) -> bytes:
-    """A bencoded compact peer string from 6- or 18-byte compact addresses (BEP 23, BEP 7)."""
-    blob = b"".join(addrs)
-    return b"%d:%s" % (len(blob), blob)
 
 
 EMPTY_STRING = b"0:"

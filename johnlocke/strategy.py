@@ -16,7 +16,7 @@ import random
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from johnlocke.store import SwarmView
+from johnlocke.store import Pick, SwarmView
 
 ENTRY_POINT_GROUP = "johnlocke.strategies"
 
@@ -25,11 +25,10 @@ ENTRY_POINT_GROUP = "johnlocke.strategies"
 class Strategy(Protocol):
     """Chooses the peers one announce receives."""
 
-    def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[bytes]:
-        """Return at most ``numwant`` peer records from ``swarm`` (never the announcer).
+    def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[Pick]:
+        """Return the peers to send, at most ``numwant``, as picks obtained from ``swarm``.
 
-        Records are those of ``johnlocke.store`` (compact address first). ``rng`` is the only
-        source of randomness a strategy should use, so tests can seed it.
+        ``rng`` is the only source of randomness a strategy should use, so tests can seed it.
         """
         ...
 

@@ -73,20 +73,21 @@ class Tracker:
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:
             numwant = self._numwant_max
-        records = self.strategy.select(view, numwant, self.rng) if numwant else []
-        if len(records) > numwant:
-            records = records[:numwant]
-        v6 = len(ip) == 16
-        if not req.compact:
-            peers = protocol.dict_peers_value([_dict_peer(r) for r in records], req.no_peer_id)
-            peers6 = protocol.EMPTY_STRING
-        else:
-            alen = ADDR_LEN[v6]
-            compact = protocol.compact_value([r[:alen] for r in records])
-            if v6:
+        picks = self.strategy.select(view, numwant, self.rng) if numwant else []
+        if req.compact:
+            blob = view.compact(picks)
+            if len(blob) > numwant * ADDR_LEN[view.family]:
+                blob = blob[: numwant * ADDR_LEN[view.family]]  # a strategy sent too many
+            compact = protocol.bstr(blob)
+            if view.family:
                 peers, peers6 = protocol.EMPTY_STRING, compact
             else:
                 peers, peers6 = compact, protocol.EMPTY_STRING
+        else:
+            peers = protocol.dict_peers_value(
+                [_dict_peer(a, p) for a, p in view.peer_list(picks)[:numwant]], req.no_peer_id
+            )
+            peers6 = protocol.EMPTY_STRING
         return protocol.encode_announce(
             self._interval,
             self._min_interval,
@@ -140,8 +141,7 @@ class Tracker:
         await self.store.close()
 
 
-def _dict_peer(record: bytes) -> tuple[str, int, bytes]:
-    """(ip text, port, peer_id) from a store record, for non-compact answers."""
-    if len(record) == 34:
-        return inet_ntop(AF_INET, record[:4]), int.from_bytes(record[4:6], "big"), record[6:26]
-    return inet_ntop(AF_INET6, record[:16]), int.from_bytes(record[16:18], "big"), record[18:38]
+def _dict_peer(addr: bytes, peer_id: bytes) -> tuple[str, int, bytes]:
+    """(ip text, port, peer_id) for non-compact answers."""
+    family = AF_INET if len(addr) == 6 else AF_INET6
+    return inet_ntop(family, addr[:-2]), int.from_bytes(addr[-2:], "big"), peer_id

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import random
 
-from johnlocke.store import SwarmView
+from johnlocke.store import Pick, SwarmView
 
 
 class RandomStrategy:
-    def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[bytes]:
+    def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[Pick]:
         if swarm.seeder:
             return swarm.sample(False, numwant, rng)
         seeders = swarm.count(True)

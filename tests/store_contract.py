@@ -7,7 +7,6 @@ function taking a clock (a callable returning seconds) and returning a fresh, em
 from __future__ import annotations
 
 import random
-import struct
 
 import pytest
 
@@ -37,18 +36,19 @@ def v6(n: int, port: int = 6881) -> bytes:
     return b"\x20\x01\x0d\xb8" + bytes(8) + n.to_bytes(4, "big") + port.to_bytes(2, "big")
 
 
-def record_peer_id(record: bytes) -> bytes:
-    alen = 6 if len(record) == 34 else 18
-    return bytes(record[alen : alen + 20])
+def addrs_of(view, seeders: bool, k: int = 10_000, seed: int = 1) -> list[bytes]:
+    """The compact addresses a view hands out for one role, in order."""
+    blob = view.compact(view.sample(seeders, k, random.Random(seed)))
+    w = 6 if view.family == 0 else 18
+    return [blob[i : i + w] for i in range(0, len(blob), w)]
 
 
-def record_addr(record: bytes) -> bytes:
-    return bytes(record[: 6 if len(record) == 34 else 18])
+def ids_of(view, seeders: bool, k: int = 10_000, rng: random.Random | None = None) -> list[bytes]:
+    return [c.peer_id for c in view.candidates(seeders, k, rng or random.Random(1))]
 
 
-def record_last_seen(record: bytes) -> int:
-    alen = 6 if len(record) == 34 else 18
-    return struct.unpack_from("<I", record, alen + 20)[0]
+def number(peer_id: bytes) -> int:
+    return int.from_bytes(peer_id[8:], "big")
 
 
 class StoreContract:
@@ -149,13 +149,13 @@ class StoreContract:
         view = await self.join(store, 2, seeder=True)
         await self.join(store, 1, addr=v4(1, 2000))
         view = await self.join(store, 2, seeder=True)
-        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(1, 2000)]
+        assert addrs_of(view, False) == [v4(1, 2000)]
 
     async def test_other_ip_with_same_key_moves_the_peer(self, store):
         await self.join(store, 1, key=5)
         await self.join(store, 1, key=5, addr=v4(99))
         view = await self.join(store, 2, seeder=True)
-        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(99)]
+        assert addrs_of(view, False) == [v4(99)]
         assert await self.counts(store) == (1, 1, 0)
 
     @pytest.mark.parametrize("stored,sent", [(0, 0), (5, 0), (5, 6), (0, 6)])
@@ -166,7 +166,7 @@ class StoreContract:
         with pytest.raises(ClientError, match="another address"):
             await self.join(store, 1, key=sent, addr=v4(99), seeder=True)
         view = await self.join(store, 2, seeder=True)
-        assert [record_addr(r) for r in view.sample(False, 10, random.Random(1))] == [v4(1)]
+        assert addrs_of(view, False) == [v4(1)]
         assert await self.counts(store) == (1, 1, 0)
 
     # --- what an announcer sees --------------------------------------------------------------
@@ -177,10 +177,11 @@ class StoreContract:
         rng = random.Random(7)
         for n in range(30):
             view = await self.join(store, n, seeder=n % 3 == 0)
-            got = view.sample(True, 100, rng) + view.sample(False, 100, rng)
-            ids = [record_peer_id(r) for r in got]
-            assert pid(n) not in ids
-            assert len(ids) == len(set(ids)) == 29
+            for k in (1, 5, 9, 17, 28, 29, 100):
+                ids = ids_of(view, True, k, rng) + ids_of(view, False, k, rng)
+                assert pid(n) not in ids
+                assert len(ids) == len(set(ids))
+                assert len(ids) == min(k, 10 - view.seeder) + min(k, 20 - (not view.seeder))
 
     async def test_sample_respects_role_and_family(self, store):
         for n in range(10):
@@ -188,19 +189,37 @@ class StoreContract:
         for n in range(10, 15):
             await self.join(store, n, addr=v6(n), seeder=n < 12)
         view = await self.join(store, 20)
-        rng = random.Random(3)
-        seeds = view.sample(True, 50, rng)
-        leechs = view.sample(False, 50, rng)
-        assert {record_peer_id(r) for r in seeds} == {pid(n) for n in range(4)}
-        assert {record_peer_id(r) for r in leechs} == {pid(n) for n in range(4, 10)}
-        assert all(len(r) == 34 for r in seeds + leechs)
+        assert set(ids_of(view, True)) == {pid(n) for n in range(4)}
+        assert set(ids_of(view, False)) == {pid(n) for n in range(4, 10)}
+        assert set(addrs_of(view, True)) == {v4(n) for n in range(4)}
         assert view.count(True) == 4 and view.count(False) == 6
+        cands = view.candidates(True, 50, random.Random(1))
+        assert all(c.seeder and c.ip == v4(number(c.peer_id))[:4] for c in cands)
+        assert all(c.port == 6881 for c in cands)
         view6 = await self.join(store, 21, addr=v6(21))
-        seeds6 = view6.sample(True, 50, rng)
-        assert {record_peer_id(r) for r in seeds6} == {pid(10), pid(11)}
-        assert all(len(r) == 46 and record_addr(r)[:4] == b"\x20\x01\x0d\xb8" for r in seeds6)
+        assert set(ids_of(view6, True)) == {pid(10), pid(11)}
+        assert set(addrs_of(view6, True)) == {v6(10), v6(11)}
         assert view6.count(False) == 3
         assert (view6.complete, view6.incomplete) == (6, 11)
+
+    async def test_compact_and_peer_list_agree(self, store):
+        for n in range(40):
+            await self.join(store, n)
+        view = await self.join(store, 100)
+        picks = view.sample(False, 25, random.Random(4))
+        listed = view.peer_list(picks)
+        assert [a for a, _ in listed] == addrs_of(view, False, 25, 4)
+        assert all(a == v4(number(p)) for a, p in listed)
+        assert len({p for _, p in listed}) == 25
+
+    async def test_candidates_picks_send_those_peers(self, store):
+        for n in range(40):
+            await self.join(store, n, seeder=n < 10)
+        view = await self.join(store, 100)
+        cands = view.candidates(False, 12, random.Random(3))
+        chosen = [c for c in cands if number(c.peer_id) % 2 == 0]
+        blob = view.compact([c.pick for c in chosen])
+        assert blob == b"".join(c.addr for c in chosen)
 
     async def test_sample_is_bounded_and_roughly_uniform(self, store):
         for n in range(200):
@@ -208,29 +227,29 @@ class StoreContract:
         view = await self.join(store, 500)
         rng = random.Random(11)
         hits = dict.fromkeys(range(200), 0)
-        for _ in range(400):
-            got = view.sample(False, 25, rng)
-            assert len(got) == 25
-            assert len({record_peer_id(r) for r in got}) == 25
-            for r in got:
-                hits[int.from_bytes(record_peer_id(r)[8:], "big")] += 1
-        # Each peer's expected count is 400 * 25 / 200 = 50.
-        assert min(hits.values()) > 20 and max(hits.values()) < 90
+        for _ in range(800):
+            got = ids_of(view, False, 25, rng)
+            assert len(got) == len(set(got)) == 25
+            for p in got:
+                hits[number(p)] += 1
+        # Each peer's expected count is 800 * 25 / 200 = 100.
+        assert min(hits.values()) > 50 and max(hits.values()) < 160
 
     async def test_sample_is_deterministic_under_a_seeded_rng(self, store):
         for n in range(100):
             await self.join(store, n)
         view = await self.join(store, 1000)
-        a = view.sample(False, 10, random.Random(42))
-        b = view.sample(False, 10, random.Random(42))
-        assert [bytes(r) for r in a] == [bytes(r) for r in b]
+        assert view.sample(False, 10, random.Random(42)) == view.sample(
+            False, 10, random.Random(42)
+        )
 
-    async def test_records_carry_last_seen(self, store, clock):
+    async def test_candidates_carry_last_seen(self, store, clock):
         await self.join(store, 1)
         clock.t += 50
         view = await self.join(store, 2)
-        (rec,) = view.sample(False, 5, random.Random(0))
-        assert record_last_seen(rec) == store.now() - 50
+        (cand,) = view.candidates(False, 5, random.Random(0))
+        assert cand.peer_id == pid(1)
+        assert cand.last_seen == store.now() - 50 == view.now - 50
 
     # --- expiry ------------------------------------------------------------------------------
 
@@ -271,6 +290,5 @@ class StoreContract:
         (row,) = await store.scrape([IH])
         assert row[1:3] == (seeders, len(model) - seeders)
         view = await self.join(store, 99999)
-        got = view.sample(True, 5000, rng) + view.sample(False, 5000, rng)
-        v4_ids = {n for n in model if n % 7}
-        assert {int.from_bytes(record_peer_id(r)[8:], "big") for r in got} == v4_ids
+        got = ids_of(view, True, 5000, rng) + ids_of(view, False, 5000, rng)
+        assert {number(p) for p in got} == {n for n in model if n % 7}

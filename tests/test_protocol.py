@@ -258,7 +258,7 @@ def test_announce_encoding_decodes_with_a_real_bencode_library():
         3,
         4,
         5,
-        protocol.compact_value(peers),
+        protocol.bstr(b"".join(peers)),
         protocol.EMPTY_STRING,
         bytes([127, 0, 0, 1]),
         b"abc",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
 
-from johnlocke.store.memory import MemoryStore
+from johnlocke.store.memory import MemoryStore, runs
 
 from .store_contract import IH, StoreContract, pid, v4
 
@@ -71,3 +72,33 @@ async def test_index_shrinks_after_a_swarm_empties():
         await store.remove(IH, pid(n), v4(n), 0)
     assert len(store.swarms[IH].index) < big / 16
     assert await store.scrape([IH]) == [(IH, 0, 10, 0)]
+
+
+def test_runs_choose_distinct_slots_never_skip_and_exactly_k():
+    rng = random.Random(0)
+    for n in list(range(0, 40)) + [97, 100, 1000]:
+        for skip in {0, n // 2, n - 1, n, n + 5}:
+            if skip < 0:
+                continue
+            avail = n - 1 if skip < n else n
+            for k in {0, 1, 2, 7, 8, 9, 15, 16, 17, 49, 50, avail - 1, avail, avail + 3}:
+                if k < 0:
+                    continue
+                slots = [
+                    s for first, count in runs(n, skip, k, rng) for s in range(first, first + count)
+                ]
+                assert len(slots) == len(set(slots)) == min(max(k, 0), max(avail, 0))
+                assert all(0 <= s < n and s != skip for s in slots), (n, skip, k)
+
+
+def test_runs_pick_every_slot_equally_often():
+    rng = random.Random(1)
+    n, skip, k, rounds = 100, 37, 50, 4000
+    hits = [0] * n
+    for _ in range(rounds):
+        for first, count in runs(n, skip, k, rng):
+            for s in range(first, first + count):
+                hits[s] += 1
+    assert hits[skip] == 0
+    expected = rounds * k / (n - 1)
+    assert all(abs(h - expected) < expected * 0.15 for i, h in enumerate(hits) if i != skip)

@@ -2,52 +2,95 @@
 
 Every driver passes the shared contract suite in ``tests/store_contract.py``.
 
-Peer records
-------------
-A peer is handed around as one ``bytes`` record laid out as the wire wants it, so that a compact
-answer is a join of record prefixes and never a Python object per peer:
+How peers are handed out
+------------------------
+An announce returns a ``SwarmView``: the swarm as the announcing peer sees it. Peers are never
+materialised as one Python object each on the hot path. A strategy chooses them as ``Pick``
+values, ``(table, first, count)`` runs of consecutive peers in one of the view's tables, and the
+tracker turns the picks into the answer with ``view.compact(picks)`` (one slice per run: the
+store keeps compact addresses contiguously, in wire format) or ``view.peer_list(picks)``.
 
-    IPv4: addr(4) port(2) peer_id(20) last_seen(4, little-endian) key_hash(4)   = 34 bytes
-    IPv6: addr(16) port(2) peer_id(20) last_seen(4, little-endian) key_hash(4)  = 46 bytes
+Tables are numbered ``family << 1 | leecher``: 0 IPv4 seeders, 1 IPv4 leechers, 2 IPv6 seeders,
+3 IPv6 leechers. A view only hands out peers of the announcer's family.
 
-``record[:6]`` (or ``[:18]``) is the BEP 23 / BEP 7 compact form. ``last_seen`` is in the store's
-own clock (whole seconds, see ``Store.now``). ``key_hash`` is the CRC-32 of the client's ``key``
-parameter (0 when it sent none). ``johnlocke.store.records`` has helpers to read the fields.
+When a strategy needs to look at peers (their address, peer_id, last-seen time), it asks for a
+bounded pool of ``Candidate`` tuples and returns ``candidate.pick`` for those it keeps.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 IPV4 = 0
 IPV6 = 1
 ADDR_LEN = (6, 18)  # compact address + port, per family
-RECORD_LEN = (34, 46)
+
+Pick = tuple[int, int, int]
+"""``(table, first, count)``: ``count`` consecutive peers of a view's table from slot ``first``."""
+
+
+class Candidate(NamedTuple):
+    """One peer, for strategies that inspect peers before choosing."""
+
+    pick: Pick  # return this to send the peer
+    addr: bytes  # compact address: 4 or 16 bytes of IP, then 2 bytes of port (big-endian)
+    peer_id: bytes
+    seeder: bool
+    last_seen: int  # in the store's clock (``Store.now()``), whole seconds
+
+    @property
+    def ip(self) -> bytes:
+        """The packed IP address (4 or 16 bytes)."""
+        return self.addr[:-2]
+
+    @property
+    def port(self) -> int:
+        return int.from_bytes(self.addr[-2:], "big")
 
 
 class SwarmView(Protocol):
     """One swarm as one announcing peer sees it, right after its announce was applied.
 
     ``complete``/``incomplete``/``downloaded`` count the whole swarm (both families, the
-    announcing peer included). ``family`` is the announcing peer's address family.
+    announcer included). ``family`` and ``seeder`` describe the announcer; ``addr`` and
+    ``peer_id`` are its own; ``info_hash`` names the swarm. No method ever hands out the
+    announcer itself, and every method's work is bounded by what it returns.
     """
 
+    info_hash: bytes
+    peer_id: bytes
+    addr: bytes
     complete: int
     incomplete: int
     downloaded: int
     family: int
     seeder: bool
+    now: int
 
     def count(self, seeders: bool) -> int:
         """Peers of that role in the announcer's family, the announcer excluded."""
         ...
 
-    def sample(self, seeders: bool, k: int, rng: random.Random) -> list[bytes]:
-        """Up to ``k`` records of that role in the announcer's family, never the announcer.
+    def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
+        """``min(k, count(seeders))`` distinct peers of that role, as picks.
 
-        Every peer is equally likely to be picked; work is O(k), never O(swarm).
+        Every peer is equally likely to be chosen (probability k/count). For speed the choice is
+        made in short runs of neighbouring slots spread evenly over the table from a random
+        rotation, so the work is O(k/8) slices, with no copy or shuffle of the table.
         """
+        ...
+
+    def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
+        """Up to ``limit`` distinct peers of that role (a uniform sample, as ``sample``)."""
+        ...
+
+    def compact(self, picks: list[Pick]) -> bytes:
+        """The picked peers' compact addresses, concatenated (the BEP 23/7 peer string)."""
+        ...
+
+    def peer_list(self, picks: list[Pick]) -> list[tuple[bytes, bytes]]:
+        """(compact address, peer_id) for each picked peer, for non-compact answers."""
         ...
 
 

@@ -3,18 +3,20 @@
 Theory of operation
 -------------------
 The budget is a million peers in ~128 bytes each, so there is no Python object per peer. A swarm
-keeps its peers in four ``bytearray`` tables of fixed-size records (see ``johnlocke.store``),
-one per (address family, role): IPv4 seeders, IPv4 leechers, IPv6 seeders, IPv6 leechers.
-Splitting by role lets a seeder be answered from the leecher table alone (seeders never get
-seeders) and splitting by family keeps answers in the requester's family, both without filtering.
+keeps its peers in four tables, one per (address family, role): IPv4 seeders, IPv4 leechers,
+IPv6 seeders, IPv6 leechers. Splitting by role answers a seeder from the leecher table alone
+(seeders never get seeders); splitting by family keeps answers in the requester's family; both
+without filtering.
 
-Tables stay dense: removing a peer moves the table's last record into the hole, so slot ``s`` of a
-table with ``n`` records is valid for every ``s < n`` and a uniform sample is ``k`` random slots.
+Each table is two ``bytearray`` columns indexed by slot: ``addrs`` holds compact addresses (6
+or 18 bytes, exactly the wire format, so a run of neighbouring peers is one slice of the
+answer) and ``meta`` holds 28 bytes per peer: peer_id(20), last_seen(u32), key_hash(u32).
+Tables stay dense: removing a peer moves the table's last peer into the hole, so every slot
+below the table's length is a live peer and a sample is a choice of slots.
 
 Finding a peer by peer_id uses a per-swarm open-addressing hash index, an ``array('i')`` whose
-entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``.
-It costs 4 bytes per slot (8-16 bytes per peer at the load factors used) where a ``dict`` keyed
-by ``bytes`` would cost over 100.
+entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``:
+4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer.
 
 Nothing here awaits except ``sweep``, which yields to the event loop between slices.
 """
@@ -29,47 +31,100 @@ from collections.abc import Callable
 from struct import Struct
 
 from johnlocke.errors import ClientError
-from johnlocke.store import ADDR_LEN, RECORD_LEN
+from johnlocke.store import ADDR_LEN, Candidate, Pick
 
-_TAIL = Struct("<II")  # last_seen, key_hash
+_META = Struct("<20sII")  # peer_id, last_seen, key_hash
 _U32 = Struct("<I")
+META_LEN = 28
+_SEEN = 20  # offsets inside a meta record
+_KEY = 24
 _EMPTY = -1
 _DELETED = -2
 _MIN_INDEX = 8
-# Peers examined per sweep slice: ~30 bytes of work each, a few ms per slice.
+# Peers examined per sweep slice: ~0.2 us each, so a slice holds the loop for a few ms.
 _SWEEP_SLICE = 20_000
+# Peers per run when sampling: long enough that slicing is cheap, short enough that peers
+# handed out together vary from answer to answer.
+_RUN = 8
 
-# table number = family << 1 | leecher
-_TABLE_ADDR = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])
-_TABLE_REC = (RECORD_LEN[0], RECORD_LEN[0], RECORD_LEN[1], RECORD_LEN[1])
+_WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width per table
 
 
 def _new_index(size: int) -> array:
     return array("i", [_EMPTY]) * size
 
 
-class Swarm:
-    """One torrent's peers. Not thread-safe; used from the event loop only."""
+def runs(n: int, skip: int, k: int, rng: random.Random) -> list[tuple[int, int]]:
+    """Choose ``min(k, n - 1 or n)`` of slots ``0..n-1``, never ``skip``, as (first, count) runs.
 
-    __slots__ = ("tables", "index", "used", "deleted", "downloaded")
+    ``skip >= n`` means nothing is skipped. Each slot is chosen with the same probability. The
+    choice is ``r = ceil(k / 8)`` runs of consecutive virtual positions, evenly spaced and all
+    rotated by one random offset; virtual positions leave out ``skip``.
+    """
+    avail = n - 1 if skip < n else n
+    if k > avail:
+        k = avail
+    if k <= 0:
+        return []
+    if k == avail:
+        spans = [(0, avail)]
+    else:
+        r = -(-k // _RUN)
+        if avail < k + r:
+            r = 1  # too dense for separate runs: one window
+        base, extra = divmod(k, r)
+        step = avail / r
+        rot = rng.randrange(avail)
+        spans = []
+        for j in range(r):
+            length = base + (j < extra)
+            v = int(j * step) + rot
+            if v >= avail:
+                v -= avail
+            end = v + length
+            if end > avail:
+                spans.append((v, avail - v))
+                spans.append((0, end - avail))
+            else:
+                spans.append((v, length))
+    if skip >= n:
+        return spans
+    out = []
+    for a, length in spans:
+        b = a + length
+        if b <= skip:
+            out.append((a, length))
+        elif a >= skip:
+            out.append((a + 1, length))
+        else:
+            out.append((a, skip - a))
+            out.append((skip + 1, b - skip))
+    return out
+
+
+class Swarm:
+    """One torrent's peers. Used from the event loop only."""
+
+    __slots__ = ("addrs", "meta", "index", "used", "deleted", "downloaded")
 
     def __init__(self) -> None:
-        # b"" stands for an empty table: one shared immutable object instead of four
+        # b"" stands for an empty column: one shared immutable object instead of eight
         # bytearrays per swarm (most swarms never see IPv6, many never see a seeder).
-        self.tables: list[bytes | bytearray] = [b"", b"", b"", b""]
+        self.addrs: list[bytes | bytearray] = [b"", b"", b"", b""]
+        self.meta: list[bytes | bytearray] = [b"", b"", b"", b""]
         self.index = _new_index(_MIN_INDEX)
         self.used = 0
         self.deleted = 0
         self.downloaded = 0
 
     def size(self, table: int) -> int:
-        return len(self.tables[table]) // _TABLE_REC[table]
+        return len(self.meta[table]) // META_LEN
 
     def counts(self) -> tuple[int, int, int]:
-        t = self.tables
+        m = self.meta
         return (
-            len(t[0]) // 34 + len(t[2]) // 46,
-            len(t[1]) // 34 + len(t[3]) // 46,
+            (len(m[0]) + len(m[2])) // META_LEN,
+            (len(m[1]) + len(m[3])) // META_LEN,
             self.downloaded,
         )
 
@@ -81,7 +136,7 @@ class Swarm:
         mask = len(index) - 1
         i = hash(peer_id) & mask
         free = -1
-        tables = self.tables
+        meta = self.meta
         while True:
             e = index[i]
             if e == _EMPTY:
@@ -89,10 +144,8 @@ class Swarm:
             if e == _DELETED:
                 if free < 0:
                     free = i
-            else:
-                t = e & 3
-                if tables[t].startswith(peer_id, (e >> 2) * _TABLE_REC[t] + _TABLE_ADDR[t]):
-                    return i, e
+            elif meta[e & 3].startswith(peer_id, (e >> 2) * META_LEN):
+                return i, e
             i = (i + 1) & mask
 
     def _reposition(self, peer_id: bytes, old: int, new: int) -> None:
@@ -110,12 +163,10 @@ class Swarm:
         index = _new_index(size)
         mask = size - 1
         for t in range(4):
-            tb = self.tables[t]
-            rec = _TABLE_REC[t]
-            off = _TABLE_ADDR[t]
-            for s in range(len(tb) // rec):
-                start = s * rec + off
-                i = hash(bytes(tb[start : start + 20])) & mask
+            meta = self.meta[t]
+            for s in range(len(meta) // META_LEN):
+                off = s * META_LEN
+                i = hash(bytes(meta[off : off + 20])) & mask
                 while index[i] != _EMPTY:
                     i = (i + 1) & mask
                 index[i] = s << 2 | t
@@ -124,28 +175,32 @@ class Swarm:
 
     # --- tables ----------------------------------------------------------------------------
 
-    def _append(self, t: int, record: bytes) -> int:
-        tb = self.tables[t]
-        if not tb:
-            tb = self.tables[t] = bytearray(record)
+    def _append(self, t: int, addr: bytes, meta: bytes) -> int:
+        col = self.meta[t]
+        if not col:
+            self.addrs[t] = bytearray(addr)
+            self.meta[t] = bytearray(meta)
             return 0
-        tb += record  # type: ignore[operator]
-        return len(tb) // _TABLE_REC[t] - 1
+        col += meta  # type: ignore[operator]
+        self.addrs[t] += addr  # type: ignore[operator]
+        return len(col) // META_LEN - 1
 
     def _cut(self, t: int, slot: int) -> None:
-        """Remove a record by moving the table's last record into its slot (index fixed up)."""
-        tb = self.tables[t]
-        rec = _TABLE_REC[t]
-        last = len(tb) // rec - 1
-        if slot != last:
-            start = last * rec
-            tb[slot * rec : slot * rec + rec] = tb[start : start + rec]  # type: ignore[index]
-            off = start + _TABLE_ADDR[t]
-            self._reposition(bytes(tb[off : off + 20]), last << 2 | t, slot << 2 | t)
+        """Remove a peer by moving the table's last peer into its slot (index fixed up)."""
+        meta = self.meta[t]
+        addrs = self.addrs[t]
+        w = _WIDTH[t]
+        last = len(meta) // META_LEN - 1
         if last == 0:
-            self.tables[t] = b""
-        else:
-            del tb[last * rec :]  # type: ignore[union-attr]
+            self.meta[t] = self.addrs[t] = b""
+            return
+        if slot != last:
+            m = last * META_LEN
+            meta[slot * META_LEN : slot * META_LEN + META_LEN] = meta[m:]  # type: ignore[index]
+            addrs[slot * w : slot * w + w] = addrs[last * w :]  # type: ignore[index]
+            self._reposition(bytes(meta[m : m + 20]), last << 2 | t, slot << 2 | t)
+        del meta[last * META_LEN :]  # type: ignore[union-attr]
+        del addrs[last * w :]  # type: ignore[union-attr]
 
     def _forget(self, pos: int, t: int, slot: int) -> None:
         self.index[pos] = _DELETED
@@ -155,18 +210,27 @@ class Swarm:
         if self.used * 8 < len(self.index) and len(self.index) > _MIN_INDEX:
             self._resize()
 
+    def _check_owner(self, t: int, slot: int, addr: bytes, key_hash: int) -> None:
+        """A peer_id seen from another IP must prove itself with the key it first sent."""
+        w = _WIDTH[t]
+        stored = self.addrs[t]
+        if w == len(addr) and stored[slot * w : slot * w + w - 2] == addr[:-2]:
+            return
+        (stored_key,) = _U32.unpack_from(self.meta[t], slot * META_LEN + _KEY)
+        if key_hash == 0 or stored_key != key_hash:
+            raise ClientError("peer_id is in use from another address (send the same key)")
+
     # --- operations ------------------------------------------------------------------------
 
     def upsert(
         self, peer_id: bytes, addr: bytes, seeder: bool, key_hash: int, now: int, completed: bool
     ) -> tuple[int, int, bool]:
         """Add or refresh a peer; return (table, slot, counted_a_completion)."""
-        family = 0 if len(addr) == 6 else 1
-        t = family << 1 | (not seeder)
-        record = b"".join((addr, peer_id, _TAIL.pack(now, key_hash)))
+        t = (len(addr) != 6) << 1 | (not seeder)
+        meta = _META.pack(peer_id, now, key_hash)
         pos, e = self._probe(peer_id)
         if e < 0:
-            slot = self._append(t, record)
+            slot = self._append(t, addr, meta)
             if self.index[pos] == _DELETED:
                 self.deleted -= 1
             self.index[pos] = slot << 2 | t
@@ -174,29 +238,25 @@ class Swarm:
             if (self.used + self.deleted) * 3 > len(self.index) * 2:
                 self._resize()
             # A stranger saying "completed" finished while we did not know it (a restart).
-            if completed and seeder:
+            counted = completed and seeder
+            if counted:
                 self.downloaded += 1
-            return t, slot, completed and seeder
+            return t, slot, counted
         old_t = e & 3
         old_slot = e >> 2
-        rec = _TABLE_REC[old_t]
-        tb = self.tables[old_t]
-        start = old_slot * rec
-        alen = _TABLE_ADDR[old_t]
-        if tb[start : start + alen] != addr:
-            # Same IP (new port) is the same peer; another IP must prove it with the key.
-            if alen != len(addr) or tb[start : start + alen - 2] != addr[:-2]:
-                (stored_key,) = _U32.unpack_from(tb, start + alen + 24)
-                if key_hash == 0 or stored_key != key_hash:
-                    raise ClientError("peer_id is in use from another address (send the same key)")
+        w = _WIDTH[old_t]
+        if self.addrs[old_t][old_slot * w : old_slot * w + w] != addr:
+            self._check_owner(old_t, old_slot, addr, key_hash)
         counted = old_t & 1 == 1 and seeder
         if counted:
             self.downloaded += 1
         if old_t == t:
-            tb[start : start + rec] = record  # type: ignore[index]
+            m = old_slot * META_LEN
+            self.meta[t][m : m + META_LEN] = meta  # type: ignore[index]
+            self.addrs[t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
             return t, old_slot, counted
         self._cut(old_t, old_slot)
-        slot = self._append(t, record)
+        slot = self._append(t, addr, meta)
         self.index[pos] = slot << 2 | t
         return t, slot, counted
 
@@ -204,52 +264,67 @@ class Swarm:
         pos, e = self._probe(peer_id)
         if e < 0:
             return False
-        t = e & 3
-        tb = self.tables[t]
-        start = (e >> 2) * _TABLE_REC[t]
-        alen = _TABLE_ADDR[t]
-        if alen != len(addr) or tb[start : start + alen - 2] != addr[:-2]:
-            (stored_key,) = _U32.unpack_from(tb, start + alen + 24)
-            if key_hash == 0 or stored_key != key_hash:
-                raise ClientError("peer_id is in use from another address (send the same key)")
-        self._forget(pos, t, e >> 2)
+        self._check_owner(e & 3, e >> 2, addr, key_hash)
+        self._forget(pos, e & 3, e >> 2)
         return True
 
-    def expire(self, t: int, cutoff: int, hi: int, budget: int) -> tuple[int, int]:
-        """Drop records of table t last seen before cutoff, scanning slots hi-1 down.
+    def expire(self, t: int, cutoff: int, hi: int, budget: int) -> int:
+        """Drop peers of table t last seen before cutoff among slots [hi - budget, hi).
 
-        Scanning downwards keeps swap-removal safe: the record moved into a hole comes from
-        the end, which was already examined. Returns (next hi, peers removed).
+        Scanning downwards keeps swap-removal safe: the peer moved into a hole comes from the
+        end, which was already examined. Returns how many peers were removed.
         """
-        tb = self.tables[t]
-        rec = _TABLE_REC[t]
-        alen = _TABLE_ADDR[t]
-        hi = min(hi, len(tb) // rec)
-        lo = max(0, hi - budget)
+        meta = self.meta[t]
+        hi = min(hi, len(meta) // META_LEN)
         removed = 0
         unpack = _U32.unpack_from
-        for slot in range(hi - 1, lo - 1, -1):
-            start = slot * rec
-            if unpack(tb, start + alen + 20)[0] < cutoff:
-                peer_id = bytes(tb[start + alen : start + alen + 20])
-                pos, e = self._probe(peer_id)
+        for slot in range(hi - 1, max(0, hi - budget) - 1, -1):
+            off = slot * META_LEN
+            if unpack(meta, off + _SEEN)[0] < cutoff:
+                pos, _ = self._probe(bytes(meta[off : off + 20]))
                 self._forget(pos, t, slot)
-                tb = self.tables[t]
+                meta = self.meta[t]
                 removed += 1
-        return lo, removed
+        return removed
 
 
 class MemoryView:
     """What one announcer sees of its swarm (``johnlocke.store.SwarmView``)."""
 
-    __slots__ = ("swarm", "table", "slot", "complete", "incomplete", "downloaded", "completed")
+    __slots__ = (
+        "swarm",
+        "table",
+        "slot",
+        "info_hash",
+        "peer_id",
+        "addr",
+        "complete",
+        "incomplete",
+        "downloaded",
+        "completed",
+        "now",
+    )
 
-    def __init__(self, swarm: Swarm, table: int, slot: int, completed: bool) -> None:
+    def __init__(
+        self,
+        swarm: Swarm,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        table: int,
+        slot: int,
+        completed: bool,
+        now: int,
+    ) -> None:
         self.swarm = swarm
+        self.info_hash = info_hash
+        self.peer_id = peer_id
+        self.addr = addr
         self.table = table
         self.slot = slot
         self.complete, self.incomplete, self.downloaded = swarm.counts()
         self.completed = completed
+        self.now = now
 
     @property
     def family(self) -> int:
@@ -261,31 +336,42 @@ class MemoryView:
 
     def count(self, seeders: bool) -> int:
         t = (self.table & 2) | (not seeders)
-        n = self.swarm.size(t)
+        n = len(self.swarm.meta[t]) // META_LEN
         return n - 1 if t == self.table else n
 
-    def sample(self, seeders: bool, k: int, rng: random.Random) -> list[bytes]:
+    def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
         t = (self.table & 2) | (not seeders)
-        tb = self.swarm.tables[t]
-        rec = _TABLE_REC[t]
-        n = len(tb) // rec
-        skip = self.slot if t == self.table else n  # the announcer's own slot, if in this table
-        avail = n - 1 if skip < n else n
-        if k <= 0 or avail <= 0:
-            return []
-        if k >= avail:
-            return [tb[s * rec : s * rec + rec] for s in range(n) if s != skip]
-        # Systematic sampling: k evenly spaced positions from a random start. Each peer is
-        # picked with probability k/avail in O(k), with no copy or shuffle of the table.
-        step = avail / k
-        first = rng.random() * step
+        n = len(self.swarm.meta[t]) // META_LEN
+        skip = self.slot if t == self.table else n
+        return [(t, first, count) for first, count in runs(n, skip, k, rng)]
+
+    def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
         out = []
-        for i in range(k):
-            s = int(first + i * step)
-            if s >= skip:
-                s += 1
-            s *= rec
-            out.append(tb[s : s + rec])
+        seeder = bool(seeders)
+        for t, first, count in self.sample(seeders, limit, rng):
+            w = _WIDTH[t]
+            addrs = self.swarm.addrs[t]
+            meta = self.swarm.meta[t]
+            for s in range(first, first + count):
+                peer_id, seen, _ = _META.unpack_from(meta, s * META_LEN)
+                out.append(
+                    Candidate((t, s, 1), bytes(addrs[s * w : s * w + w]), peer_id, seeder, seen)
+                )
+        return out
+
+    def compact(self, picks: list[Pick]) -> bytes:
+        addrs = self.swarm.addrs
+        return b"".join([addrs[t][f * _WIDTH[t] : (f + c) * _WIDTH[t]] for t, f, c in picks])
+
+    def peer_list(self, picks: list[Pick]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for t, first, count in picks:
+            w = _WIDTH[t]
+            addrs = self.swarm.addrs[t]
+            meta = self.swarm.meta[t]
+            for s in range(first, first + count):
+                m = s * META_LEN
+                out.append((bytes(addrs[s * w : s * w + w]), bytes(meta[m : m + 20])))
         return out
 
 
@@ -309,18 +395,15 @@ class MemoryStore:
         key_hash: int,
         completed_event: bool,
     ) -> MemoryView:
+        now = int(self._clock() - self._epoch)
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             swarm = Swarm()
-            t, slot, counted = swarm.upsert(
-                peer_id, addr, seeder, key_hash, self.now(), completed_event
-            )
-            self.swarms[info_hash] = swarm
+            t, slot, counted = swarm.upsert(peer_id, addr, seeder, key_hash, now, completed_event)
+            self.swarms[info_hash] = swarm  # only once the upsert succeeded
         else:
-            t, slot, counted = swarm.upsert(
-                peer_id, addr, seeder, key_hash, self.now(), completed_event
-            )
-        return MemoryView(swarm, t, slot, counted)
+            t, slot, counted = swarm.upsert(peer_id, addr, seeder, key_hash, now, completed_event)
+        return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now)
 
     async def remove(
         self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
@@ -332,14 +415,11 @@ class MemoryStore:
         return swarm.counts()
 
     async def scrape(self, info_hashes: list[bytes]) -> list[tuple[bytes, int, int, int]]:
-        out = []
         get = self.swarms.get
+        out = []
         for ih in info_hashes:
             swarm = get(ih)
-            if swarm is None:
-                out.append((ih, 0, 0, 0))
-            else:
-                out.append((ih, *swarm.counts()))
+            out.append((ih, 0, 0, 0) if swarm is None else (ih, *swarm.counts()))
         return out
 
     async def scrape_all(self) -> list[tuple[bytes, int, int, int]]:
@@ -355,10 +435,10 @@ class MemoryStore:
             for t in range(4):
                 hi = swarm.size(t)
                 while hi > 0:
-                    lo, n = swarm.expire(t, cutoff, hi, _SWEEP_SLICE)
-                    removed += n
-                    work += hi - lo
-                    hi = lo
+                    step = min(hi, _SWEEP_SLICE - work)
+                    removed += swarm.expire(t, cutoff, hi, step)
+                    hi -= step
+                    work += step
                     if work >= _SWEEP_SLICE:
                         await asyncio.sleep(0)
                         work = 0
