@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
+from johnlocke.service import Service
 from johnlocke.strategy import StrategyLoadError, resolve
 
 log = logging.getLogger("johnlocke")
@@ -34,26 +35,70 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(config: Config) -> None:
+def _reload(path: str, current: Config, services: list[Service]) -> Config:
+    """SIGHUP: re-read the file; a bad file changes nothing, a good one reaches every service."""
+    try:
+        new = load(path)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration: %s", exc)
+        return current
+    if new.http != current.http:
+        log.warning("[http] changes take effect only after a restart")
+    for service in services:
+        try:
+            service.reload(new)
+        except Exception as exc:
+            log.error("reload of %s failed, it keeps its previous settings: %s", service.name, exc)
+    log.info("configuration reloaded from %s", path)
+    return new
+
+
+async def _serve(config: Config, path: str) -> None:
     from johnlocke.http import build_app, listening, start
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
 
     # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
     stop = asyncio.Event()
+    hup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
     strategy = resolve(config.strategy.name, config.strategy.options)
     tracker = Tracker(config, MemoryStore(), strategy)
-    runner = await start(build_app(tracker, config), config)
-    addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listening(runner))
-    log.info("johnlocke %s listening on %s (strategy %s)", __version__, addrs, config.strategy.name)
-    await stop.wait()
-    log.info("shutting down: closing listeners, finishing requests in flight")
-    # cleanup() stops accepting, waits up to shutdown_timeout for in-flight requests, then runs
-    # the app's cleanup (the sweeper and the store).
-    await runner.cleanup()
+    services: list[Service] = [tracker]
+    started: list[Service] = []
+    runner = None
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        runner = await start(build_app(tracker, config), config)
+        addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listening(runner))
+        log.info(
+            "johnlocke %s listening on %s (strategy %s)", __version__, addrs, config.strategy.name
+        )
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                config = _reload(path, config, services)
+        log.info("shutting down: closing listeners, finishing requests in flight")
+    finally:
+        # cleanup() stops accepting and waits up to shutdown_timeout for requests in flight;
+        # only then do the services stop, so they see the final state.
+        if runner is not None:
+            await runner.cleanup()
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        await tracker.store.close()
     log.info("stopped")
 
 
@@ -92,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = asyncio.Runner()
     try:
         with runner:
-            runner.run(_serve(config))
+            runner.run(_serve(config, args.config))
     except OSError as exc:
         print(f"johnlocke: {exc}", file=sys.stderr)
         return 1

@@ -103,13 +103,6 @@ def build_app(tracker: Tracker, config: Config) -> web.Application:
     app = web.Application()
     app.router.add_get("/announce", frontend.announce)
     app.router.add_get("/scrape", frontend.scrape)
-
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        tracker.start()
-        yield
-        await tracker.stop()
-
-    app.cleanup_ctx.append(lifecycle)
     return app
 
 

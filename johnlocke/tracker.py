@@ -19,19 +19,24 @@ from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.protocol import EVENT_COMPLETED, EVENT_STOPPED, AnnounceRequest
 from johnlocke.store import ADDR_LEN, Store
-from johnlocke.strategy import Strategy
+from johnlocke.strategy import Strategy, resolve
 
 log = logging.getLogger("johnlocke.tracker")
 
 
 class Tracker:
     def __init__(self, config: Config, store: Store, strategy: Strategy) -> None:
-        self.config = config
         self.store = store
         self.strategy = strategy
         self.rng = random.Random()
         # Sent to clients that did not echo one back (BEP 3 "tracker id"); stable per process.
         self.tracker_id = os.urandom(4).hex().encode()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._apply(config)
+
+    def _apply(self, config: Config) -> None:
+        # Settings are copied to attributes: the hot path reads them on every announce.
+        self.config = config
         a = config.announce
         self._interval = a.interval
         self._min_interval = a.min_interval
@@ -40,7 +45,6 @@ class Tracker:
         self._allow_ip_param = a.allow_ip_param
         self._full_scrape = config.scrape.full_scrape
         self._max_scrape = config.scrape.max_hashes
-        self._sweeper: asyncio.Task[None] | None = None
 
     async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> bytes:
         """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
@@ -126,7 +130,11 @@ class Tracker:
             except Exception:
                 log.exception("peer sweep failed; will retry")
 
-    def start(self) -> None:
+    # --- Service -------------------------------------------------------------------------
+
+    name = "tracker"
+
+    async def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
@@ -138,7 +146,13 @@ class Tracker:
             except asyncio.CancelledError:
                 pass
             self._sweeper = None
-        await self.store.close()
+
+    def reload(self, config: Config) -> None:
+        strategy = self.strategy
+        if config.strategy != self.config.strategy:
+            strategy = resolve(config.strategy.name, config.strategy.options)  # may raise
+        self.strategy = strategy
+        self._apply(config)
 
 
 def _dict_peer(addr: bytes, peer_id: bytes) -> tuple[str, int, bytes]:

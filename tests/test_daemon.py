@@ -40,3 +40,23 @@ def test_shutdown_closes_listeners_and_keeps_answering_until_then():
         idle.close()
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+
+
+def test_sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one():
+    base = '[http]\nhost = "127.0.0.1"\nport = 0\n'
+    with run_daemon(base + "[announce]\ninterval = 600\nmin_interval = 60\n") as d:
+        assert announce(d.url)[b"interval"] == 600
+        port_line = f'[http]\nhost = "127.0.0.1"\nport = {d.port}\n'
+        d.config_path.write_text(port_line + "[announce]\ninterval = 700\nmin_interval = 60\n")
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("configuration reloaded", timeout=10)
+        assert announce(d.url)[b"interval"] == 700
+        d.config_path.write_text(port_line + "[announce]\nintervall = 5\n")
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload refused", timeout=10)
+        assert "[announce] intervall: unknown key" in d.log_text()
+        assert announce(d.url)[b"interval"] == 700
+        d.config_path.write_text(port_line + '[strategy]\nname = "nosuch"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload of tracker failed", timeout=10)
+        assert announce(d.url)[b"interval"] == 700
