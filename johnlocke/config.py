@@ -78,7 +78,50 @@ class AnnounceConfig(_Section):
 
 class ScrapeConfig(_Section):
     full_scrape: bool = False
+    full_scrape_interval: int = Field(default=600, ge=0)
     max_hashes: int = Field(default=100, ge=1)
+
+
+# peer_id prefixes are matched on bytes; ASCII keeps what the operator typed equal to the bytes.
+_PREFIX_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+class AccessConfig(_Section):
+    mode: Literal["open", "listed", "private"] = "open"
+    torrents_dir: str = ""
+    allow_list: str = ""
+    deny_list: str = ""
+    passkeys: str = ""
+    rescan_interval: int = Field(default=60, ge=0)
+    client_allow: list[str] = Field(default_factory=list)
+    client_deny: list[str] = Field(default_factory=list)
+
+    @field_validator("client_allow", "client_deny")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not prefix or len(prefix) > 20 or not set(prefix) <= _PREFIX_CHARS:
+                raise ValueError(
+                    f"{prefix!r} is not a peer_id prefix (1 to 20 printable ASCII characters,"
+                    ' such as "-qB" or "-TR")'
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AccessConfig:
+        if self.mode != "open" and not (self.torrents_dir or self.allow_list):
+            raise ValueError(
+                f'mode "{self.mode}" tracks only listed torrents: set torrents_dir or allow_list'
+            )
+        if self.mode == "private" and not self.passkeys:
+            raise ValueError('mode "private" needs a passkeys file')
+        return self
+
+
+class LimitsConfig(_Section):
+    enforce_min_interval: bool = False
+    max_peers_per_ip: int = Field(default=0, ge=0, le=250)
+    max_new_swarms_per_ip: int = Field(default=0, ge=0)
 
 
 class StrategyConfig(_Section):
@@ -94,6 +137,8 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -11,6 +11,7 @@ import random
 import pytest
 
 from johnlocke.errors import ClientError
+from johnlocke.store import SwarmNotFound
 
 IH = b"\x11" * 20
 IH2 = b"\x22" * 20
@@ -250,6 +251,112 @@ class StoreContract:
         (cand,) = view.candidates(False, 5, random.Random(0))
         assert cand.peer_id == pid(1)
         assert cand.last_seen == store.now() - 50 == view.now - 50
+
+    # --- dropping a swarm ----------------------------------------------------------------------
+
+    async def test_drop_forgets_the_swarm_and_only_it(self, store):
+        for n in range(5):
+            await self.join(store, n, seeder=n == 0)
+        await self.join(store, 1, ih=IH2)
+        assert await store.drop(IH) is True
+        assert await store.drop(IH) is False
+        assert await store.scrape([IH, IH2]) == [(IH, 0, 0, 0), (IH2, 0, 1, 0)]
+        assert await store.stats() == (1, 0, 1)
+        view = await self.join(store, 1)  # a later announce starts afresh
+        assert (view.complete, view.incomplete, view.downloaded) == (0, 1, 0)
+        assert view.created is True
+
+    # --- abuse limits ------------------------------------------------------------------------
+
+    async def test_view_tells_created_and_updated(self, store):
+        view = await self.join(store, 1)
+        assert view.created is True and view.updated is True
+        view = await self.join(store, 2)
+        assert view.created is False and view.updated is True
+
+    async def test_hold_answers_from_the_swarm_without_changing_it(self, store, clock):
+        await self.join(store, 1, addr=v4(1, 1000))
+        await self.join(store, 2, seeder=True)
+        clock.t += 10
+        # Too soon: neither the new port, nor the role, nor last_seen change.
+        view = await store.announce(IH, pid(1), v4(1, 2000), True, 0, False, hold=30)
+        assert view.updated is False and view.completed is False
+        assert (view.complete, view.incomplete, view.downloaded) == (1, 1, 0)
+        assert view.seeder is False
+        assert addrs_of(view, True) == [v4(2)]  # still answered, never with itself
+        view = await self.join(store, 3)
+        cands = {c.peer_id: c for c in view.candidates(False, 10, random.Random(1))}
+        assert cands[pid(1)].addr == v4(1, 1000)
+        assert cands[pid(1)].last_seen == store.now() - 10
+        # A completed event is never held: the caller passes hold=0.
+        view = await store.announce(IH, pid(1), v4(1, 1000), True, 0, True)
+        assert view.updated is True and view.completed is True
+        clock.t += 30
+        view = await store.announce(IH, pid(2), v4(2), True, 0, False, hold=30)
+        assert view.updated is True
+        # A stranger is never held, and a peer from another IP without its key is still refused.
+        view = await store.announce(IH, pid(9), v4(9), False, 0, False, hold=30)
+        assert view.updated is True and view.incomplete == 2
+        with pytest.raises(ClientError, match="another address"):
+            await store.announce(IH, pid(9), v4(10), False, 0, False, hold=30)
+
+    async def test_max_per_ip_caps_new_peers_from_one_address(self, store):
+        same = bytes([10, 9, 9, 9])
+        for n in range(3):
+            await store.announce(
+                IH, pid(n), same + bytes([0, n + 1]), False, 0, False, max_per_ip=3
+            )
+        with pytest.raises(ClientError, match="at most 3"):
+            await store.announce(IH, pid(3), same + b"\x00\x09", False, 0, False, max_per_ip=3)
+        assert await self.counts(store) == (0, 3, 0)
+        # Known peers may re-announce and change role; other addresses and swarms are free.
+        await store.announce(IH, pid(0), same + b"\x00\x01", True, 0, False, max_per_ip=3)
+        await store.announce(IH, pid(4), v4(4), False, 0, False, max_per_ip=3)
+        await store.announce(IH2, pid(5), same + b"\x00\x05", False, 0, False, max_per_ip=3)
+        # One leaving makes room for one more.
+        await store.remove(IH, pid(1), same + b"\x00\x02", 0)
+        await store.announce(IH, pid(6), same + b"\x00\x06", False, 0, False, max_per_ip=3)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(7), same + b"\x00\x07", False, 0, False, max_per_ip=3)
+        assert await self.counts(store) == (1, 3, 1)
+
+    async def test_max_per_ip_follows_moves_and_expiry(self, store, clock):
+        a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        await store.announce(IH, pid(1), a + b"\x00\x01", False, 5, False, max_per_ip=1)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(2), a + b"\x00\x02", False, 0, False, max_per_ip=1)
+        # The peer moves to b (with its key): a is free, b is full.
+        await store.announce(IH, pid(1), b + b"\x00\x01", False, 5, False, max_per_ip=1)
+        await store.announce(IH, pid(2), a + b"\x00\x02", False, 0, False, max_per_ip=1)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(3), b + b"\x00\x03", False, 0, False, max_per_ip=1)
+        clock.t += 100
+        await store.announce(IH, pid(2), a + b"\x00\x02", False, 0, False, max_per_ip=1)
+        assert await store.sweep(store.now() - 50) == 1  # pid(1) on b timed out
+        await store.announce(IH, pid(3), b + b"\x00\x03", False, 0, False, max_per_ip=1)
+
+    async def test_max_per_ip_survives_growth_of_the_swarm(self, store):
+        for n in range(300):
+            await store.announce(IH, pid(n), v4(n), n % 2 == 0, 0, False, max_per_ip=2)
+        same = v4(7)[:4]
+        await store.announce(IH, pid(1000), same + b"\x00\x01", False, 0, False, max_per_ip=2)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(1001), same + b"\x00\x02", False, 0, False, max_per_ip=2)
+        for n in range(300):
+            if n != 7:
+                await store.remove(IH, pid(n), v4(n), 0)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(1001), same + b"\x00\x02", False, 0, False, max_per_ip=2)
+        await store.remove(IH, pid(7), v4(7), 0)
+        await store.announce(IH, pid(1001), same + b"\x00\x02", False, 0, False, max_per_ip=2)
+
+    async def test_create_false_refuses_only_missing_swarms(self, store):
+        with pytest.raises(SwarmNotFound):
+            await store.announce(IH, pid(1), v4(1), False, 0, False, create=False)
+        assert await store.stats() == (0, 0, 0)
+        await self.join(store, 1)
+        view = await store.announce(IH, pid(2), v4(2), False, 0, False, create=False)
+        assert view.incomplete == 2 and view.created is False
 
     # --- expiry ------------------------------------------------------------------------------
 

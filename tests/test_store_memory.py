@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from johnlocke.errors import ClientError
 from johnlocke.store.memory import MemoryStore, runs
 
 from .store_contract import IH, StoreContract, pid, v4
@@ -102,3 +103,22 @@ def test_runs_pick_every_slot_equally_often():
     assert hits[skip] == 0
     expected = rounds * k / (n - 1)
     assert all(abs(h - expected) < expected * 0.15 for i, h in enumerate(hits) if i != skip)
+
+
+async def test_per_ip_counts_are_exact_and_small_on_a_big_swarm():
+    """max_per_ip=1 over many distinct addresses refuses nobody, and costs ~12-32 B per IP."""
+    store = MemoryStore()
+    n = 20_000
+    for i in range(n):
+        await store.announce(IH, pid(i), v4(i), False, 0, False, max_per_ip=1)
+    swarm = store.swarms[IH]
+    assert swarm.ipc is not None
+    assert 12 * n <= swarm.ipc.table.itemsize * len(swarm.ipc.table) <= 32 * n
+    for i in range(0, n, 7):
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(n + i), v4(i, 9), False, 0, False, max_per_ip=1)
+    # The table shrinks with the swarm.
+    for i in range(n - 100):
+        await store.remove(IH, pid(i), v4(i), 0)
+    assert len(swarm.ipc.table) <= 512
+    await store.announce(IH, pid(2 * n), v4(5), False, 0, False, max_per_ip=1)

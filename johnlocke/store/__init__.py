@@ -94,6 +94,10 @@ class SwarmView(Protocol):
         ...
 
 
+class SwarmNotFound(LookupError):
+    """``Store.announce(..., create=False)`` found no swarm for the info_hash."""
+
+
 class Store(Protocol):
     """What the tracker needs from wherever swarms are kept.
 
@@ -113,6 +117,10 @@ class Store(Protocol):
         seeder: bool,
         key_hash: int,
         completed_event: bool,
+        *,
+        hold: int = 0,
+        max_per_ip: int = 0,
+        create: bool = True,
     ) -> SwarmView:
         """Add or refresh a peer and return its swarm as it sees it.
 
@@ -121,6 +129,22 @@ class Store(Protocol):
         known leecher that comes back as a seeder increments the swarm's ``downloaded`` once; so
         does an unknown peer that arrives as a seeder with ``completed_event`` (it finished
         while the store did not know it). A missing swarm is created.
+
+        The abuse limits (all off at their defaults):
+
+        - ``hold``: a peer already in the swarm whose last announce is less than ``hold``
+          seconds old changes nothing at all (address, role, last_seen stay); it gets the swarm
+          as it is, and the view's ``updated`` is False.
+        - ``max_per_ip``: a peer new to the swarm is refused with ``ClientError`` when its IP
+          already has that many peers in the swarm. A driver may count approximately, but
+          only ever too many, never too few (the memory store shares counters on hash
+          collisions).
+        - ``create=False``: a swarm the store does not hold is not created; ``SwarmNotFound``
+          is raised instead.
+
+        Besides the ``SwarmView`` attributes, the view tells what this announce did:
+        ``completed`` (it counted a download), ``updated`` (False when held) and ``created``
+        (it created the swarm).
         """
         ...
 
@@ -140,6 +164,10 @@ class Store(Protocol):
 
     async def scrape_all(self) -> list[tuple[bytes, int, int, int]]:
         """The same for every swarm the store holds."""
+        ...
+
+    async def drop(self, info_hash: bytes) -> bool:
+        """Forget a swarm and all its peers (a torrent no longer tracked); False if unknown."""
         ...
 
     async def sweep(self, cutoff: int) -> int:

@@ -18,6 +18,13 @@ Finding a peer by peer_id uses a per-swarm open-addressing hash index, an ``arra
 entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``:
 4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer.
 
+Per-IP limits (``max_per_ip``) need to know how many peers an IP has in a swarm. A dict per
+(swarm, IP) would cost ~100 bytes per peer, so a swarm that is asked about it once keeps an
+``IpCounts`` from then on: another open-addressing table, of 64-bit entries
+``hash(ip)[56 bits] << 8 | count`` (12 to 32 bytes per distinct IP). Two IPs would share a
+count only if 56 bits of their (per-process salted) hashes agree, and then they would only look
+busier, never less busy, so the cap holds.
+
 Nothing here awaits except ``sweep``, which yields to the event loop between slices.
 """
 
@@ -31,7 +38,7 @@ from collections.abc import Callable
 from struct import Struct
 
 from johnlocke.errors import ClientError
-from johnlocke.store import ADDR_LEN, Candidate, Pick
+from johnlocke.store import ADDR_LEN, Candidate, Pick, SwarmNotFound
 
 _META = Struct("<20sII")  # peer_id, last_seen, key_hash
 _U32 = Struct("<I")
@@ -52,6 +59,80 @@ _WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width p
 
 def _new_index(size: int) -> array:
     return array("i", [_EMPTY]) * size
+
+
+_IP_KEY = 0xFFFF_FFFF_FFFF_FF00  # the hash bits an IpCounts entry keeps; the low byte counts
+
+
+class IpCounts:
+    """Peers per IP in one swarm (see the theory of operation). Zero counts stay as tombstones
+    until the table is rebuilt, which drops them."""
+
+    __slots__ = ("table", "filled")
+
+    def __init__(self, live: int = 0) -> None:
+        size = 16
+        while size < live * 2:
+            size *= 2
+        self.table = array("Q", bytes(8 * size))
+        self.filled = 0
+
+    @classmethod
+    def of(cls, swarm: Swarm) -> IpCounts:
+        counts = cls(swarm.used)
+        for t in range(4):
+            addrs = swarm.addrs[t]
+            w = _WIDTH[t]
+            for off in range(0, len(addrs), w):
+                counts.add(bytes(addrs[off : off + w - 2]))
+        return counts
+
+    def _find(self, ip: bytes) -> tuple[int, int]:
+        """(position, key) of ip's entry, or of the empty slot where it would go."""
+        table = self.table
+        mask = len(table) - 1
+        key = (hash(ip) & _IP_KEY) or 0x100
+        i = (key >> 8) & mask
+        while True:
+            e = table[i]
+            if e == 0 or e & _IP_KEY == key:
+                return i, key
+            i = (i + 1) & mask
+
+    def get(self, ip: bytes) -> int:
+        i, _ = self._find(ip)
+        return self.table[i] & 0xFF
+
+    def add(self, ip: bytes) -> None:
+        i, key = self._find(ip)
+        e = self.table[i]
+        if e == 0:
+            self.table[i] = key | 1
+            self.filled += 1
+            if self.filled * 3 > len(self.table) * 2:
+                self.compact()
+        elif e & 0xFF < 255:
+            self.table[i] = e + 1
+
+    def sub(self, ip: bytes) -> None:
+        i, _ = self._find(ip)
+        e = self.table[i]
+        if e & 0xFF:
+            self.table[i] = e - 1
+
+    def compact(self) -> None:
+        """Rebuild the table without tombstones, sized for the IPs it holds."""
+        live = [e for e in self.table if e & 0xFF]
+        fresh = IpCounts(len(live))
+        table = fresh.table
+        mask = len(table) - 1
+        for e in live:
+            i = (e >> 8) & mask
+            while table[i]:
+                i = (i + 1) & mask
+            table[i] = e
+        self.table = table
+        self.filled = len(live)
 
 
 def runs(n: int, skip: int, k: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -105,7 +186,7 @@ def runs(n: int, skip: int, k: int, rng: random.Random) -> list[tuple[int, int]]
 class Swarm:
     """One torrent's peers. Used from the event loop only."""
 
-    __slots__ = ("addrs", "meta", "index", "used", "deleted", "downloaded")
+    __slots__ = ("addrs", "meta", "index", "used", "deleted", "downloaded", "ipc")
 
     def __init__(self) -> None:
         # b"" stands for an empty column: one shared immutable object instead of eight
@@ -116,6 +197,7 @@ class Swarm:
         self.used = 0
         self.deleted = 0
         self.downloaded = 0
+        self.ipc: IpCounts | None = None  # built on first use by max_per_ip
 
     def size(self, table: int) -> int:
         return len(self.meta[table]) // META_LEN
@@ -172,6 +254,15 @@ class Swarm:
                 index[i] = s << 2 | t
         self.index = index
         self.deleted = 0
+        if self.ipc is not None:
+            self.ipc.compact()  # a shrinking swarm gives the memory back
+
+    def ip_room(self, ip: bytes, cap: int) -> None:
+        """Raise ClientError if ``ip`` already has ``cap`` peers in this swarm."""
+        if self.ipc is None:
+            self.ipc = IpCounts.of(self)
+        if self.ipc.get(ip) >= cap:
+            raise ClientError(f"too many peers from your address in this torrent (at most {cap})")
 
     # --- tables ----------------------------------------------------------------------------
 
@@ -203,6 +294,9 @@ class Swarm:
         del addrs[last * w :]  # type: ignore[union-attr]
 
     def _forget(self, pos: int, t: int, slot: int) -> None:
+        if self.ipc is not None:
+            w = _WIDTH[t]
+            self.ipc.sub(bytes(self.addrs[t][slot * w : slot * w + w - 2]))
         self.index[pos] = _DELETED
         self.used -= 1
         self.deleted += 1
@@ -223,14 +317,25 @@ class Swarm:
     # --- operations ------------------------------------------------------------------------
 
     def upsert(
-        self, peer_id: bytes, addr: bytes, seeder: bool, key_hash: int, now: int, completed: bool
-    ) -> tuple[int, int, bool]:
-        """Add or refresh a peer; return (table, slot, counted_a_completion)."""
+        self,
+        peer_id: bytes,
+        addr: bytes,
+        seeder: bool,
+        key_hash: int,
+        now: int,
+        completed: bool,
+        hold: int = 0,
+        max_per_ip: int = 0,
+    ) -> tuple[int, int, bool, bool]:
+        """Add or refresh a peer; return (table, slot, counted_a_completion, updated)."""
         t = (len(addr) != 6) << 1 | (not seeder)
-        meta = _META.pack(peer_id, now, key_hash)
         pos, e = self._probe(peer_id)
         if e < 0:
-            slot = self._append(t, addr, meta)
+            if max_per_ip:
+                self.ip_room(addr[:-2], max_per_ip)
+            slot = self._append(t, addr, _META.pack(peer_id, now, key_hash))
+            if self.ipc is not None:
+                self.ipc.add(addr[:-2])
             if self.index[pos] == _DELETED:
                 self.deleted -= 1
             self.index[pos] = slot << 2 | t
@@ -241,12 +346,19 @@ class Swarm:
             counted = completed and seeder
             if counted:
                 self.downloaded += 1
-            return t, slot, counted
+            return t, slot, counted, True
         old_t = e & 3
         old_slot = e >> 2
         w = _WIDTH[old_t]
-        if self.addrs[old_t][old_slot * w : old_slot * w + w] != addr:
+        old_addr = self.addrs[old_t][old_slot * w : old_slot * w + w]
+        if old_addr != addr:
             self._check_owner(old_t, old_slot, addr, key_hash)
+        if hold and now - _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _SEEN)[0] < hold:
+            return old_t, old_slot, False, False
+        if self.ipc is not None and old_addr[:-2] != addr[:-2]:
+            self.ipc.sub(bytes(old_addr[:-2]))
+            self.ipc.add(addr[:-2])
+        meta = _META.pack(peer_id, now, key_hash)
         counted = old_t & 1 == 1 and seeder
         if counted:
             self.downloaded += 1
@@ -254,11 +366,11 @@ class Swarm:
             m = old_slot * META_LEN
             self.meta[t][m : m + META_LEN] = meta  # type: ignore[index]
             self.addrs[t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
-            return t, old_slot, counted
+            return t, old_slot, counted, True
         self._cut(old_t, old_slot)
         slot = self._append(t, addr, meta)
         self.index[pos] = slot << 2 | t
-        return t, slot, counted
+        return t, slot, counted, True
 
     def remove(self, peer_id: bytes, addr: bytes, key_hash: int) -> bool:
         pos, e = self._probe(peer_id)
@@ -302,6 +414,8 @@ class MemoryView:
         "incomplete",
         "downloaded",
         "completed",
+        "updated",
+        "created",
         "now",
     )
 
@@ -315,6 +429,8 @@ class MemoryView:
         slot: int,
         completed: bool,
         now: int,
+        updated: bool = True,
+        created: bool = False,
     ) -> None:
         self.swarm = swarm
         self.info_hash = info_hash
@@ -324,6 +440,8 @@ class MemoryView:
         self.slot = slot
         self.complete, self.incomplete, self.downloaded = swarm.counts()
         self.completed = completed
+        self.updated = updated
+        self.created = created
         self.now = now
 
     @property
@@ -394,16 +512,26 @@ class MemoryStore:
         seeder: bool,
         key_hash: int,
         completed_event: bool,
+        *,
+        hold: int = 0,
+        max_per_ip: int = 0,
+        create: bool = True,
     ) -> MemoryView:
         now = int(self._clock() - self._epoch)
         swarm = self.swarms.get(info_hash)
         if swarm is None:
+            if not create:
+                raise SwarmNotFound(info_hash)
             swarm = Swarm()
-            t, slot, counted = swarm.upsert(peer_id, addr, seeder, key_hash, now, completed_event)
+            t, slot, counted, _ = swarm.upsert(
+                peer_id, addr, seeder, key_hash, now, completed_event
+            )
             self.swarms[info_hash] = swarm  # only once the upsert succeeded
-        else:
-            t, slot, counted = swarm.upsert(peer_id, addr, seeder, key_hash, now, completed_event)
-        return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now)
+            return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now, True, True)
+        t, slot, counted, updated = swarm.upsert(
+            peer_id, addr, seeder, key_hash, now, completed_event, hold, max_per_ip
+        )
+        return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now, updated)
 
     async def remove(
         self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
@@ -424,6 +552,9 @@ class MemoryStore:
 
     async def scrape_all(self) -> list[tuple[bytes, int, int, int]]:
         return [(ih, *swarm.counts()) for ih, swarm in list(self.swarms.items())]
+
+    async def drop(self, info_hash: bytes) -> bool:
+        return self.swarms.pop(info_hash, None) is not None
 
     async def sweep(self, cutoff: int) -> int:
         removed = 0
