@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
@@ -35,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _reload(path: str, current: Config, services: list[Service]) -> Config:
+async def _reload(path: str, current: Config, services: list[Service]) -> Config:
     """SIGHUP: re-read the file; a bad file changes nothing, a good one reaches every service."""
     try:
         new = load(path)
@@ -46,7 +48,9 @@ def _reload(path: str, current: Config, services: list[Service]) -> Config:
         log.warning("[http] changes take effect only after a restart")
     for service in services:
         try:
-            service.reload(new)
+            pending = service.reload(new)
+            if inspect.isawaitable(pending):
+                await pending
         except Exception as exc:
             log.error("reload of %s failed, it keeps its previous settings: %s", service.name, exc)
     log.info("configuration reloaded from %s", path)
@@ -54,6 +58,7 @@ def _reload(path: str, current: Config, services: list[Service]) -> Config:
 
 
 async def _serve(config: Config, path: str) -> None:
+    from johnlocke.access import Access
     from johnlocke.http import build_app, listening, start
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
@@ -66,8 +71,11 @@ async def _serve(config: Config, path: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     strategy = resolve(config.strategy.name, config.strategy.options)
-    tracker = Tracker(config, MemoryStore(), strategy)
-    services: list[Service] = [tracker]
+    store = MemoryStore()
+    # Relative paths in [access] are relative to the configuration file.
+    access = Access(config, store, Path(path).resolve().parent)
+    tracker = Tracker(config, store, strategy, access)
+    services: list[Service] = [access, tracker]
     started: list[Service] = []
     runner = None
     try:
@@ -86,7 +94,7 @@ async def _serve(config: Config, path: str) -> None:
                 w.cancel()
             if hup.is_set() and not stop.is_set():
                 hup.clear()
-                config = _reload(path, config, services)
+                config = await _reload(path, config, services)
         log.info("shutting down: closing listeners, finishing requests in flight")
     finally:
         # cleanup() stops accepting and waits up to shutdown_timeout for requests in flight;
@@ -113,13 +121,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from johnlocke.access import RedactPasskeys, load_check
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactPasskeys())
     try:
         resolve(config.strategy.name, config.strategy.options)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1
     if args.check_config:
-        print(f"# {args.config}: OK. Effective configuration:")
+        try:
+            summary = load_check(config, Path(args.config).resolve().parent)
+        except ConfigError as exc:
+            print(f"johnlocke: {args.config}: {exc}", file=sys.stderr)
+            return 1
+        print(f"# {args.config}: OK ({summary}). Effective configuration:")
         print(dump(config))
         return 0
     if config.http.event_loop == "uvloop":
@@ -143,5 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:  # a file named in [access] is missing at start-up
+        print(f"johnlocke: {args.config}: {exc}", file=sys.stderr)
         return 1
     return 0

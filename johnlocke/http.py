@@ -3,6 +3,11 @@
 It finds the client's address, hands the raw query bytes to ``johnlocke.protocol`` and the
 parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every answer to
 ``/announce`` and ``/scrape`` is HTTP 200: clients read failures from the bencoded body.
+
+A passkey may come in the path, as ``/announce/KEY`` or ``/KEY/announce`` (the second lets
+clients derive the scrape URL, BEP 48: they replace "announce" in the last path segment), or
+as ``?passkey=KEY``; the path wins. Paths are masked (``johnlocke.access.redact``) before they
+are logged.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from johnlocke import protocol
+from johnlocke.access import redact
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.tracker import Tracker
@@ -74,28 +80,44 @@ class Frontend:
                 return pack_ip(str(addr))
         return None
 
-    async def announce(self, request: web.BaseRequest) -> web.Response:
+    async def announce(
+        self, request: web.BaseRequest, passkey: bytes | None = None
+    ) -> web.Response:
         try:
             ip, trusted = self.client_ip(request)
             req = protocol.parse_announce(_raw_query(request))
+            if passkey is not None:
+                req.passkey = passkey
             body = await self.tracker.announce(req, ip, trusted)
         except ClientError as exc:
             body = protocol.encode_failure(exc.reason)
         except Exception:
-            log.exception("announce failed: %s", request.raw_path[:200])
+            log.exception("announce failed: %s", redact(request.raw_path[:200]))
             body = _INTERNAL
         return web.Response(body=body, content_type="text/plain")
 
-    async def scrape(self, request: web.BaseRequest) -> web.Response:
+    async def scrape(self, request: web.BaseRequest, passkey: bytes | None = None) -> web.Response:
         try:
-            hashes, _passkey = protocol.parse_scrape(_raw_query(request))
-            body = await self.tracker.scrape(hashes)
+            hashes, query_key = protocol.parse_scrape(_raw_query(request))
+            # The sender's address only matters to the full-scrape budget.
+            ip = None if hashes else self.client_ip(request)[0]
+            body = await self.tracker.scrape(hashes, query_key if passkey is None else passkey, ip)
         except ClientError as exc:
             body = protocol.encode_failure(exc.reason)
         except Exception:
-            log.exception("scrape failed: %s", request.raw_path[:200])
+            log.exception("scrape failed: %s", redact(request.raw_path[:200]))
             body = _INTERNAL
         return web.Response(body=body, content_type="text/plain")
+
+    async def announce_keyed(self, request: web.Request) -> web.Response:
+        return await self.announce(request, _path_key(request))
+
+    async def scrape_keyed(self, request: web.Request) -> web.Response:
+        return await self.scrape(request, _path_key(request))
+
+
+def _path_key(request: web.Request) -> bytes:
+    return request.match_info["passkey"].encode("utf-8", "surrogateescape")
 
 
 def build_app(tracker: Tracker, config: Config) -> web.Application:
@@ -103,6 +125,10 @@ def build_app(tracker: Tracker, config: Config) -> web.Application:
     app = web.Application()
     app.router.add_get("/announce", frontend.announce)
     app.router.add_get("/scrape", frontend.scrape)
+    app.router.add_get("/announce/{passkey}", frontend.announce_keyed)
+    app.router.add_get("/scrape/{passkey}", frontend.scrape_keyed)
+    app.router.add_get("/{passkey}/announce", frontend.announce_keyed)
+    app.router.add_get("/{passkey}/scrape", frontend.scrape_keyed)
     return app
 
 

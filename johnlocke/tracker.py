@@ -3,6 +3,11 @@
 The frontend hands over a parsed request and the peer's packed IP (4 or 16 bytes) and gets back
 the bencoded answer. A ``ClientError`` raised anywhere below becomes a ``failure reason``; the
 store guarantees it changed nothing when it raises.
+
+Access rules (``johnlocke.access``) are checked before the store is touched, so a refused
+request changes nothing; with nothing to check they cost one attribute test. The abuse limits
+([limits]) are options of ``Store.announce``, applied atomically by the store; when all are off
+the plain call is made.
 """
 
 from __future__ import annotations
@@ -15,19 +20,26 @@ from socket import AF_INET, AF_INET6, inet_ntop
 from zlib import crc32
 
 from johnlocke import protocol
+from johnlocke.access import Access, AddressBudgets
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.protocol import EVENT_COMPLETED, EVENT_STOPPED, AnnounceRequest
-from johnlocke.store import ADDR_LEN, Store
+from johnlocke.store import ADDR_LEN, Store, SwarmNotFound, SwarmView
 from johnlocke.strategy import Strategy, resolve
 
 log = logging.getLogger("johnlocke.tracker")
 
 
 class Tracker:
-    def __init__(self, config: Config, store: Store, strategy: Strategy) -> None:
+    def __init__(
+        self, config: Config, store: Store, strategy: Strategy, access: Access | None = None
+    ) -> None:
         self.store = store
         self.strategy = strategy
+        # Without an Access service (tests, benchmarks) the tracker is open, or, for a listed or
+        # private config, admits nothing: the lists are only read by a started Access.
+        self.access = access if access is not None else Access(config, store)
+        self.budgets = AddressBudgets()
         self.rng = random.Random()
         # Sent to clients that did not echo one back (BEP 3 "tracker id"); stable per process.
         self.tracker_id = os.urandom(4).hex().encode()
@@ -44,10 +56,24 @@ class Tracker:
         self._numwant_max = a.numwant_max
         self._allow_ip_param = a.allow_ip_param
         self._full_scrape = config.scrape.full_scrape
+        self._full_scrape_interval = config.scrape.full_scrape_interval
         self._max_scrape = config.scrape.max_hashes
+        lim = config.limits
+        self._hold = a.min_interval if lim.enforce_min_interval else 0
+        self._max_per_ip = lim.max_peers_per_ip
+        self._max_new_swarms = lim.max_new_swarms_per_ip
+        self._limited = bool(self._hold or self._max_per_ip or self._max_new_swarms)
+        self._held_warning = (
+            b"announce not recorded: sent less than the min interval (%d s) after the last one"
+            % a.min_interval
+        )
 
     async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> bytes:
         """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
+        info_hash = req.info_hash
+        if self.access.active:
+            info_hash = self.access.admit(info_hash, req.peer_id, req.passkey)
+        source = ip
         if req.ip is not None and (trusted or self._allow_ip_param):
             ip = protocol.parse_ip(req.ip)
         addr = ip + req.port.to_bytes(2, "big")
@@ -55,7 +81,7 @@ class Tracker:
         tracker_id = None if req.trackerid else self.tracker_id
         if req.event == EVENT_STOPPED:
             complete, incomplete, downloaded = await self.store.remove(
-                req.info_hash, req.peer_id, addr, key_hash
+                info_hash, req.peer_id, addr, key_hash
             )
             return protocol.encode_announce(
                 self._interval,
@@ -71,9 +97,20 @@ class Tracker:
         # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
         # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
         completed = req.event == EVENT_COMPLETED
-        view = await self.store.announce(
-            req.info_hash, req.peer_id, addr, req.left == 0 or completed, key_hash, completed
-        )
+        if self._limited:
+            view = await self._announce_limited(
+                info_hash,
+                req.peer_id,
+                addr,
+                req.left == 0 or completed,
+                key_hash,
+                completed,
+                source,
+            )
+        else:
+            view = await self.store.announce(
+                info_hash, req.peer_id, addr, req.left == 0 or completed, key_hash, completed
+            )
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:
             numwant = self._numwant_max
@@ -102,23 +139,87 @@ class Tracker:
             peers6,
             ip,
             tracker_id,
+            None if view.updated else self._held_warning,
         )
 
-    async def scrape(self, info_hashes: list[bytes]) -> bytes:
+    async def _announce_limited(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        seeder: bool,
+        key_hash: int,
+        completed: bool,
+        source: bytes,
+    ) -> SwarmView:
+        """``store.announce`` with the [limits] that are on; ``source`` is the address the
+        request came from (budgets are per sender, whatever ip= said)."""
+        cap = self._max_new_swarms
+        create = cap == 0 or self.budgets.may_create(source, self.store.now(), cap)
+        try:
+            view = await self.store.announce(
+                info_hash,
+                peer_id,
+                addr,
+                seeder,
+                key_hash,
+                completed,
+                # "completed" is news the swarm needs at once; "stopped" never gets here.
+                hold=0 if completed else self._hold,
+                max_per_ip=self._max_per_ip,
+                create=create,
+            )
+        except SwarmNotFound:
+            raise ClientError(
+                f"too many new torrents from your address (at most {cap} a minute);"
+                " try again in a minute"
+            ) from None
+        if cap and view.created:
+            self.budgets.created_one(source)
+        return view
+
+    async def scrape(
+        self, info_hashes: list[bytes], passkey: bytes | None = None, ip: bytes | None = None
+    ) -> bytes:
+        """Answer a scrape; ``ip`` (the sender's packed address) is needed for a full scrape."""
+        access = self.access
         if not info_hashes:
             if not self._full_scrape:
                 raise ClientError("full scrape is disabled; ask for one or more info_hash")
-            return protocol.encode_scrape(await self.store.scrape_all())
+            access.check_passkey(passkey)
+            if self._full_scrape_interval and ip is not None:
+                wait = self.budgets.full_scrape_wait(
+                    ip, self.store.now(), self._full_scrape_interval
+                )
+                if wait:
+                    raise ClientError(
+                        f"one full scrape per {self._full_scrape_interval} s per address;"
+                        f" try again in {wait} s"
+                    )
+            rows = await self.store.scrape_all()
+            if access.active:
+                rows = access.filter_rows(rows)
+            return protocol.encode_scrape(rows)
         if len(info_hashes) > self._max_scrape:
             raise ClientError(f"too many info_hash in one scrape (at most {self._max_scrape})")
         # Deduplicate: a bencoded dict must not repeat a key.
-        return protocol.encode_scrape(await self.store.scrape(list(dict.fromkeys(info_hashes))))
+        unique = list(dict.fromkeys(info_hashes))
+        if not access.active:
+            return protocol.encode_scrape(await self.store.scrape(unique))
+        access.check_passkey(passkey)
+        # Hashes that may not be scraped are left out; hybrids are answered under the hash
+        # that was asked, from the one swarm both hashes share.
+        keys = access.scrape_keys(unique)
+        stored = list(dict.fromkeys(k for _, k in keys))
+        counts = {row[0]: row[1:] for row in await self.store.scrape(stored)}
+        return protocol.encode_scrape([(asked, *counts[key]) for asked, key in keys])
 
     # --- housekeeping ----------------------------------------------------------------------
 
     async def sweep_once(self) -> int:
-        cutoff = self.store.now() - self.config.announce.peer_timeout
-        return await self.store.sweep(cutoff)
+        now = self.store.now()
+        self.budgets.prune(now, self._full_scrape_interval)
+        return await self.store.sweep(now - self.config.announce.peer_timeout)
 
     async def _sweep_forever(self) -> None:
         while True:

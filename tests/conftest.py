@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import bencodepy
@@ -7,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from johnlocke.access import Access
 from johnlocke.config import validate
 from johnlocke.http import build_app, runner_options
 from johnlocke.store.memory import MemoryStore
@@ -39,6 +41,7 @@ class TrackerClient:
         peer_id: bytes,
         port: int = 6881,
         headers: dict[str, str] | None = None,
+        path: str = "/announce",
         **params,
     ) -> dict:
         query = f"info_hash={esc(info_hash)}&peer_id={esc(peer_id)}&port={port}"
@@ -46,10 +49,12 @@ class TrackerClient:
         for k, v in params.items():
             if v is not None:
                 query += f"&{k}={esc(v) if isinstance(v, bytes) else v}"
-        return await self.get("/announce?" + query, headers=headers)
+        return await self.get(path + "?" + query, headers=headers)
 
-    async def scrape(self, *hashes: bytes) -> dict:
-        return await self.get("/scrape?" + "&".join(f"info_hash={esc(h)}" for h in hashes))
+    async def scrape(self, *hashes: bytes, path: str = "/scrape", **params: str) -> dict:
+        query = [f"info_hash={esc(h)}" for h in hashes]
+        query += [f"{k}={v}" for k, v in params.items()]
+        return await self.get(path + "?" + "&".join(query))
 
 
 def esc(raw: bytes) -> str:
@@ -57,13 +62,22 @@ def esc(raw: bytes) -> str:
 
 
 @pytest.fixture
-def tracker_client(aiohttp_client):
-    """A factory: ``await tracker_client(announce={...})`` gives a TrackerClient."""
+async def tracker_client(aiohttp_client):
+    """A factory: ``await tracker_client(announce={...})`` gives a TrackerClient.
 
-    async def factory(**sections: dict[str, Any]) -> TrackerClient:
+    ``base_dir`` is where relative [access] paths point (as the config file's folder does for
+    the daemon). The Access service is started (files read) like the daemon does it.
+    """
+    started: list[Access] = []
+
+    async def factory(base_dir: Path | str = ".", **sections: dict[str, Any]) -> TrackerClient:
         config = make_config(**sections)
+        store = MemoryStore()
+        access = Access(config, store, base_dir)
+        await access.start()
+        started.append(access)
         tracker = Tracker(
-            config, MemoryStore(), resolve(config.strategy.name, config.strategy.options)
+            config, store, resolve(config.strategy.name, config.strategy.options), access
         )
         # Started here so it runs with the daemon's own server settings.
         server = TestServer(build_app(tracker, config))
@@ -71,4 +85,6 @@ def tracker_client(aiohttp_client):
         client = await aiohttp_client(server)
         return TrackerClient(client, tracker)
 
-    return factory
+    yield factory
+    for access in started:
+        await access.stop()

@@ -10,125 +10,28 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import bencodepy
 import pytest
 
 from tests.daemon import Daemon, run_daemon
 
 lt = pytest.importorskip("libtorrent")
 
-# Short intervals so announces that libtorrent schedules itself come quickly. The daemon requires
-# min_interval <= interval < peer_timeout.
-TRACKER_CONFIG = """
-[announce]
-interval = 2
-min_interval = 1
-peer_timeout = 60
-"""
-
-FILE_NAME = "payload.bin"
-FILE_SIZE = 1536 * 1024 + 777  # 1.5 MiB and a short last piece
-PIECE_SIZE = 32 * 1024
-# Each test takes 1-2 s; these bound a failing one: any one wait, and all waits together.
-TIMEOUT = 10.0
-BUDGET = 40.0
-
-_SETTINGS = {
-    "listen_interfaces": "127.0.0.1:0",
-    "outgoing_interfaces": "127.0.0.1",
-    # The tracker is the only source of peers (ut_pex is left out by creating the session
-    # without the default plugins).
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    # Every client shares 127.0.0.1.
-    "allow_multiple_connections_per_ip": True,
-    # Accept the test tracker's short intervals (libtorrent's default floor is 300 s).
-    "min_announce_interval": 1,
-    "alert_mask": (
-        lt.alert_category.error
-        | lt.alert_category.status
-        | lt.alert_category.tracker
-        | lt.alert_category.connect
-        | lt.alert_category.peer
-    ),
-}
-
-
-class Client:
-    """One libtorrent session with one torrent; keeps every alert as text for failure reports."""
-
-    def __init__(
-        self,
-        name: str,
-        ti: lt.torrent_info,
-        save_path: Path,
-        *,
-        upload_mode: bool = False,
-    ) -> None:
-        self.name = name
-        self.save_path = save_path
-        self.alerts: list[str] = []
-        self.peers_per_reply: list[int] = []  # peers in each tracker answer, in order
-        self.tracker_errors: list[str] = []
-        self.closed = False
-        self.session = lt.session(dict(_SETTINGS, peer_fingerprint=f"-JL{name[0].upper()}001-"), 0)
-        atp = lt.add_torrent_params()
-        atp.ti = ti
-        atp.save_path = str(save_path)
-        # add_torrent_params starts paused and auto-managed: clear both or it never starts.
-        flags = atp.flags & ~lt.torrent_flags.paused & ~lt.torrent_flags.auto_managed
-        flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-        flags |= lt.torrent_flags.disable_pex
-        if upload_mode:
-            flags |= lt.torrent_flags.upload_mode
-        atp.flags = flags
-        self.handle = self.session.add_torrent(atp)
-
-    @property
-    def tracker_replies(self) -> int:
-        return len(self.peers_per_reply)
-
-    def poll(self) -> None:
-        if self.closed:
-            return
-        for a in self.session.pop_alerts():
-            self.alerts.append(f"{time.monotonic():.3f} {self.name}: {a.what()}: {a.message()}")
-            if isinstance(a, lt.tracker_reply_alert):
-                self.peers_per_reply.append(a.num_peers)
-            elif isinstance(a, lt.tracker_error_alert):
-                self.tracker_errors.append(a.message())
-
-    def status(self) -> lt.torrent_status:
-        return self.handle.status()
-
-    def finished(self) -> bool:
-        s = self.status()
-        return s.is_seeding and s.progress >= 1.0
-
-    def close(self) -> None:
-        """End the session; libtorrent sends `stopped` before this returns (or gives up)."""
-        if self.closed:
-            return
-        self.poll()
-        self.closed = True
-        del self.handle
-        del self.session
-
-
-def scrape(daemon: Daemon, info_hash: bytes) -> dict[bytes, int]:
-    url = f"{daemon.scrape_url}?info_hash={urllib.parse.quote_from_bytes(info_hash)}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = bencodepy.decode(resp.read())
-    assert b"failure reason" not in body, body
-    return body[b"files"][info_hash]
+from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
+    BUDGET,
+    FILE_NAME,
+    FILE_SIZE,
+    TIMEOUT,
+    TRACKER_CONFIG,
+    Client,
+    make_torrent,
+    print_alerts,
+    scrape,
+    wait_until,
+)
 
 
 class Swarm:
@@ -141,16 +44,8 @@ class Swarm:
         self.payload = payload
         self.clients: list[Client] = []
         self.deadline = time.monotonic() + BUDGET
-        if hasattr(lt, "list_files"):  # libtorrent 2.1
-            files = lt.list_files(str(seed_dir / FILE_NAME))
-        else:  # libtorrent 2.0
-            files = lt.file_storage()
-            lt.add_files(files, str(seed_dir / FILE_NAME))
-        # v1 only: a hybrid torrent would announce two info-hashes (two swarms on the tracker).
-        ct = lt.create_torrent(files, PIECE_SIZE, flags=lt.create_torrent.v1_only)
-        ct.add_tracker(daemon.announce_url)
-        lt.set_piece_hashes(ct, str(seed_dir))
-        self.torrent = bencodepy.encode(ct.generate())
+        # v1 only: a hybrid torrent would announce two info-hashes (see test_e2e_access.py).
+        self.torrent = make_torrent(seed_dir, daemon.announce_url, lt.create_torrent.v1_only)
         self.ti = lt.torrent_info(lt.bdecode(self.torrent))
         self.info_hash: bytes = self.ti.info_hashes().v1.to_bytes()
 
@@ -169,20 +64,11 @@ class Swarm:
 
     def counts(self) -> tuple[int, int, int]:
         """(complete, incomplete, downloaded) as the tracker's scrape reports them."""
-        f = scrape(self.daemon, self.info_hash)
+        f = scrape(self.daemon.scrape_url, self.info_hash)[b"files"][self.info_hash]
         return f[b"complete"], f[b"incomplete"], f[b"downloaded"]
 
     def wait_until(self, what: str, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        """Poll ``cond`` (draining every client's alerts) until it holds or ``timeout`` passes."""
-        deadline = min(time.monotonic() + timeout, self.deadline)
-        while True:
-            for c in self.clients:
-                c.poll()
-            if cond():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for: {what}")
-            time.sleep(0.05)
+        wait_until(self.clients, what, cond, timeout, self.deadline)
 
 
 @contextmanager
@@ -198,9 +84,7 @@ def swarm(tmp_path: Path) -> Iterator[Swarm]:
         try:
             yield s
         except BaseException:
-            for c in s.clients:
-                c.poll()
-                print(f"--- {c.name} alerts ---", *c.alerts, sep="\n")
+            print_alerts(s.clients)
             raise
         finally:
             s.close_clients()  # while the tracker still runs, to answer their `stopped`
