@@ -20,7 +20,10 @@ start-up and on SIGHUP a missing source is a configuration error instead.
 
 Hybrid torrents (BEP 52) have two info-hashes: SHA-1 of the info dict (v1 clients) and SHA-256
 of it truncated to 20 bytes (v2 clients). ``Rules.alias`` maps the v2 one to the v1 one, and the
-tracker applies it before touching the store, so both kinds of client meet in one swarm.
+tracker applies it before touching the store, so both kinds of client are one swarm: counted
+once (libtorrent 2 announces both hashes with one peer_id), scraped alike under either hash.
+Which hash an announce used still matters for the peers it gets (``proto``, see
+``johnlocke.store``): clients greet a peer with the hash of the answer that named it.
 
 When a torrent stops being tracked (its file is removed, it leaves the allow list or joins the
 deny list, the mode changes), its swarm is dropped from the store at once.
@@ -268,7 +271,17 @@ def parse_passkeys(text: str, path: Path) -> dict[bytes, str]:
 class Rules:
     """What ``admit`` checks; built whole and never changed once published."""
 
-    __slots__ = ("mode", "allowed", "denied", "alias", "passkeys", "allow", "deny", "active")
+    __slots__ = (
+        "mode",
+        "allowed",
+        "denied",
+        "alias",
+        "hybrid",
+        "passkeys",
+        "allow",
+        "deny",
+        "active",
+    )
 
     def __init__(
         self,
@@ -284,6 +297,7 @@ class Rules:
         self.allowed = allowed  # every listed info_hash, v1 and v2 alike
         self.denied = denied
         self.alias = alias or {}  # v2 info_hash -> v1 info_hash of hybrid torrents
+        self.hybrid = frozenset(self.alias.values())  # their v1 info_hashes
         self.passkeys = passkeys or {}  # passkey -> label
         self.allow = allow  # peer_id prefixes; empty: every client
         self.deny = deny
@@ -507,9 +521,10 @@ class Access:
 
     # --- the hot path ------------------------------------------------------------------------
 
-    def admit(self, info_hash: bytes, peer_id: bytes, passkey: bytes | None) -> bytes:
-        """Check one announce; return the info_hash its swarm is kept under, or raise
-        ClientError. Only called when ``active``."""
+    def admit(self, info_hash: bytes, peer_id: bytes, passkey: bytes | None) -> tuple[bytes, int]:
+        """Check one announce, or raise ClientError. Return the info_hash its swarm is kept
+        under and, for a hybrid torrent, which of its hashes was used (1: v1, 2: v2; else 0).
+        Only called when ``active``."""
         r = self.rules
         if r.mode == PRIVATE and passkey not in r.passkeys:
             raise ClientError(NO_PASSKEY if not passkey else BAD_PASSKEY)
@@ -525,7 +540,10 @@ class Access:
             raise ClientError(DENIED)
         if r.mode and info_hash not in r.allowed:
             raise ClientError(UNREGISTERED)
-        return r.alias.get(info_hash, info_hash)
+        v1 = r.alias.get(info_hash)
+        if v1 is not None:
+            return v1, 2
+        return info_hash, 1 if info_hash in r.hybrid else 0
 
     def check_passkey(self, passkey: bytes | None) -> None:
         r = self.rules

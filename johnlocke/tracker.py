@@ -71,8 +71,9 @@ class Tracker:
     async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> bytes:
         """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
         info_hash = req.info_hash
+        proto = 0
         if self.access.active:
-            info_hash = self.access.admit(info_hash, req.peer_id, req.passkey)
+            info_hash, proto = self.access.admit(info_hash, req.peer_id, req.passkey)
         source = ip
         if req.ip is not None and (trusted or self._allow_ip_param):
             ip = protocol.parse_ip(req.ip)
@@ -97,8 +98,8 @@ class Tracker:
         # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
         # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
         completed = req.event == EVENT_COMPLETED
-        if self._limited:
-            view = await self._announce_limited(
+        if self._limited or proto:
+            view = await self._announce_with_options(
                 info_hash,
                 req.peer_id,
                 addr,
@@ -106,6 +107,7 @@ class Tracker:
                 key_hash,
                 completed,
                 source,
+                proto,
             )
         else:
             view = await self.store.announce(
@@ -142,7 +144,7 @@ class Tracker:
             None if view.updated else self._held_warning,
         )
 
-    async def _announce_limited(
+    async def _announce_with_options(
         self,
         info_hash: bytes,
         peer_id: bytes,
@@ -151,9 +153,10 @@ class Tracker:
         key_hash: int,
         completed: bool,
         source: bytes,
+        proto: int,
     ) -> SwarmView:
-        """``store.announce`` with the [limits] that are on; ``source`` is the address the
-        request came from (budgets are per sender, whatever ip= said)."""
+        """``store.announce`` with the [limits] that are on and the hybrid ``proto``; ``source``
+        is the address the request came from (budgets are per sender, whatever ip= said)."""
         cap = self._max_new_swarms
         create = cap == 0 or self.budgets.may_create(source, self.store.now(), cap)
         try:
@@ -168,6 +171,7 @@ class Tracker:
                 hold=0 if completed else self._hold,
                 max_per_ip=self._max_per_ip,
                 create=create,
+                proto=proto,
             )
         except SwarmNotFound:
             raise ClientError(

@@ -196,20 +196,46 @@ async def test_hybrid_torrent_hashes_share_one_swarm(tracker_client, tmp_path):
     h.write(tmp_path / "torrents")
     c = await tracker_client(tmp_path, access={"torrents_dir": "torrents"})  # open mode
     assert c.tracker.access.active is True
-    ok(await c.announce(h.v1, pid(1), port=1001, left=0))  # a v1 client
-    r = ok(await c.announce(h.v2, pid(2), port=1002))  # a v2 client
-    assert compact(r[b"peers"]) == [(LOCAL, 1001)]
+    ok(await c.announce(h.v1, pid(1), port=1001, left=0))  # a v1-only client
+    # A hybrid client (libtorrent 2) announces both hashes with one peer_id: one peer.
+    r = ok(await c.announce(h.v2, pid(2), port=1002))
     assert (r[b"complete"], r[b"incomplete"]) == (1, 1)
-    # libtorrent 2 announces both hashes with one peer_id: still one peer.
-    ok(await c.announce(h.v1, pid(2), port=1002))
+    r = ok(await c.announce(h.v1, pid(2), port=1002))
+    assert compact(r[b"peers"]) == [(LOCAL, 1001)]
     assert await stats(c) == (1, 1, 1)
     # Scrape answers under the hash that was asked, from the one swarm.
     counts = {b"complete": 1, b"incomplete": 1, b"downloaded": 0}
     assert ok(await c.scrape(h.v1, h.v2))[b"files"] == {h.v1: counts, h.v2: counts}
     assert ok(await c.scrape(h.v2))[b"files"] == {h.v2: counts}
     # stopped under the other hash removes the peer.
-    ok(await c.announce(h.v2, pid(1), port=1001, event="stopped"))
-    assert await stats(c) == (1, 0, 1)
+    ok(await c.announce(h.v2, pid(2), port=1002, event="stopped"))
+    assert await stats(c) == (1, 1, 0)
+
+
+async def test_hybrid_answers_name_peers_that_used_the_same_hash(tracker_client, tmp_path):
+    """A hybrid-aware client greets a peer with the hash of the answer that named it, so a
+    v1-only peer must not be named in an answer to a v2 announce (nor the reverse)."""
+    h = Torrent("hybrid", "hybrid")
+    h.write(tmp_path / "torrents")
+    c = await tracker_client(tmp_path, access={"torrents_dir": "torrents"})
+    ok(await c.announce(h.v1, pid(1), port=1001, left=0))  # v1-only seeder
+    ok(await c.announce(h.v2, pid(2), port=1002, left=0))  # hybrid seeder: both hashes
+    ok(await c.announce(h.v1, pid(2), port=1002, left=0))
+    ok(await c.announce(h.v2, pid(3), port=1003, left=0))  # v2-only seeder
+    r = ok(await c.announce(h.v2, pid(4), port=1004))  # a v2 leecher
+    assert sorted(p for _, p in compact(r[b"peers"])) == [1002, 1003]
+    assert r[b"complete"] == 3
+    r = ok(await c.announce(h.v1, pid(5), port=1005))  # a v1 leecher
+    assert sorted(p for _, p in compact(r[b"peers"])) == [1001, 1002]
+    r = ok(await c.announce(h.v1, pid(5), port=1005, compact=0))
+    assert sorted(p[b"port"] for p in r[b"peers"]) == [1001, 1002]
+    # A seeder announcing v2 gets the leechers that used v2; once pid(5) uses v2 too, it counts.
+    r = ok(await c.announce(h.v2, pid(2), port=1002, left=0))
+    assert [p for _, p in compact(r[b"peers"])] == [1004]
+    ok(await c.announce(h.v2, pid(5), port=1005))
+    r = ok(await c.announce(h.v2, pid(2), port=1002, left=0))
+    assert sorted(p for _, p in compact(r[b"peers"])) == [1004, 1005]
+    assert await stats(c) == (1, 3, 2)
 
 
 async def test_v2_only_torrents_are_listed_by_their_truncated_hash(tracker_client, tmp_path):

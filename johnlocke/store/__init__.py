@@ -121,6 +121,7 @@ class Store(Protocol):
         hold: int = 0,
         max_per_ip: int = 0,
         create: bool = True,
+        proto: int = 0,
     ) -> SwarmView:
         """Add or refresh a peer and return its swarm as it sees it.
 
@@ -141,6 +142,13 @@ class Store(Protocol):
           collisions).
         - ``create=False``: a swarm the store does not hold is not created; ``SwarmNotFound``
           is raised instead.
+
+        Hybrid torrents (BEP 52): the tracker keeps one swarm for both info-hashes and says with
+        ``proto`` (1: v1, 2: v2; 0: not a hybrid) which one this announce used. The store
+        remembers, per peer, every hash it announced under, and the view hands out only peers
+        that announced under the same one (``count`` may still include the others). A
+        hybrid-aware client greets a peer with the hash of the answer that named it, so a v1-only
+        peer named in a v2 answer would be greeted with the v2 hash and hang up.
 
         Besides the ``SwarmView`` attributes, the view tells what this announce did:
         ``completed`` (it counted a download), ``updated`` (False when held) and ``created``

@@ -10,7 +10,9 @@ without filtering.
 
 Each table is two ``bytearray`` columns indexed by slot: ``addrs`` holds compact addresses (6
 or 18 bytes, exactly the wire format, so a run of neighbouring peers is one slice of the
-answer) and ``meta`` holds 28 bytes per peer: peer_id(20), last_seen(u32), key_hash(u32).
+answer) and ``meta`` holds 28 bytes per peer: peer_id(20), last_seen(u32), key(u32). The key
+field keeps 30 bits of the ``key`` hash and, in its top two bits, the info-hashes of a hybrid
+torrent the peer announced under (see ``proto`` in ``johnlocke.store``).
 Tables stay dense: removing a peer moves the table's last peer into the hole, so every slot
 below the table's length is a live peer and a sample is a choice of slots.
 
@@ -45,6 +47,11 @@ _U32 = Struct("<I")
 META_LEN = 28
 _SEEN = 20  # offsets inside a meta record
 _KEY = 24
+_KEY_MASK = (1 << 30) - 1
+_PROTO_SHIFT = 30
+# For each proto, a bytes.translate table from a key's top byte to 1 if the peer announced under
+# that hash, else 0: a run of peers is filtered with one slice and one translate.
+_SPEAKS = [bytes(1 if b >> 6 & proto else 0 for b in range(256)) for proto in range(4)]
 _EMPTY = -1
 _DELETED = -2
 _MIN_INDEX = 8
@@ -311,7 +318,7 @@ class Swarm:
         if w == len(addr) and stored[slot * w : slot * w + w - 2] == addr[:-2]:
             return
         (stored_key,) = _U32.unpack_from(self.meta[t], slot * META_LEN + _KEY)
-        if key_hash == 0 or stored_key != key_hash:
+        if key_hash == 0 or stored_key & _KEY_MASK != key_hash:
             raise ClientError("peer_id is in use from another address (send the same key)")
 
     # --- operations ------------------------------------------------------------------------
@@ -326,14 +333,18 @@ class Swarm:
         completed: bool,
         hold: int = 0,
         max_per_ip: int = 0,
+        proto: int = 0,
     ) -> tuple[int, int, bool, bool]:
-        """Add or refresh a peer; return (table, slot, counted_a_completion, updated)."""
+        """Add or refresh a peer; return (table, slot, counted_a_completion, updated).
+
+        ``key_hash`` must fit in 30 bits (``MemoryStore`` folds it)."""
         t = (len(addr) != 6) << 1 | (not seeder)
         pos, e = self._probe(peer_id)
         if e < 0:
             if max_per_ip:
                 self.ip_room(addr[:-2], max_per_ip)
-            slot = self._append(t, addr, _META.pack(peer_id, now, key_hash))
+            key = key_hash | proto << _PROTO_SHIFT
+            slot = self._append(t, addr, _META.pack(peer_id, now, key))
             if self.ipc is not None:
                 self.ipc.add(addr[:-2])
             if self.index[pos] == _DELETED:
@@ -358,6 +369,9 @@ class Swarm:
         if self.ipc is not None and old_addr[:-2] != addr[:-2]:
             self.ipc.sub(bytes(old_addr[:-2]))
             self.ipc.add(addr[:-2])
+        if proto:
+            (old_key,) = _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _KEY)
+            key_hash |= (old_key >> _PROTO_SHIFT | proto) << _PROTO_SHIFT
         meta = _META.pack(peer_id, now, key_hash)
         counted = old_t & 1 == 1 and seeder
         if counted:
@@ -417,6 +431,7 @@ class MemoryView:
         "updated",
         "created",
         "now",
+        "proto",
     )
 
     def __init__(
@@ -431,6 +446,7 @@ class MemoryView:
         now: int,
         updated: bool = True,
         created: bool = False,
+        proto: int = 0,
     ) -> None:
         self.swarm = swarm
         self.info_hash = info_hash
@@ -443,6 +459,7 @@ class MemoryView:
         self.updated = updated
         self.created = created
         self.now = now
+        self.proto = proto  # hand out only peers that announced under this hash (0: any)
 
     @property
     def family(self) -> int:
@@ -466,28 +483,55 @@ class MemoryView:
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
         out = []
         seeder = bool(seeders)
+        proto = self.proto
         for t, first, count in self.sample(seeders, limit, rng):
             w = _WIDTH[t]
             addrs = self.swarm.addrs[t]
             meta = self.swarm.meta[t]
             for s in range(first, first + count):
-                peer_id, seen, _ = _META.unpack_from(meta, s * META_LEN)
+                peer_id, seen, key = _META.unpack_from(meta, s * META_LEN)
+                if proto and not key >> _PROTO_SHIFT & proto:
+                    continue
                 out.append(
                     Candidate((t, s, 1), bytes(addrs[s * w : s * w + w]), peer_id, seeder, seen)
                 )
         return out
 
+    def _speaks(self, t: int, s: int) -> bool:
+        """Whether peer s of table t announced under this view's hash of a hybrid torrent."""
+        key = _U32.unpack_from(self.swarm.meta[t], s * META_LEN + _KEY)[0]
+        return bool(key >> _PROTO_SHIFT & self.proto)
+
     def compact(self, picks: list[Pick]) -> bytes:
         addrs = self.swarm.addrs
-        return b"".join([addrs[t][f * _WIDTH[t] : (f + c) * _WIDTH[t]] for t, f, c in picks])
+        if not self.proto:
+            return b"".join([addrs[t][f * _WIDTH[t] : (f + c) * _WIDTH[t]] for t, f, c in picks])
+        table = _SPEAKS[self.proto]
+        metas = self.swarm.meta
+        out = []
+        for t, f, c in picks:
+            w = _WIDTH[t]
+            col = addrs[t]
+            top = metas[t][f * META_LEN + _KEY + 3 : (f + c) * META_LEN : META_LEN]
+            flags = top.translate(table)
+            if 0 not in flags:  # usually: every peer of the run qualifies
+                out.append(col[f * w : (f + c) * w])
+                continue
+            for i, speaks in enumerate(flags):
+                if speaks:
+                    out.append(col[(f + i) * w : (f + i + 1) * w])
+        return b"".join(out)
 
     def peer_list(self, picks: list[Pick]) -> list[tuple[bytes, bytes]]:
         out = []
+        proto = self.proto
         for t, first, count in picks:
             w = _WIDTH[t]
             addrs = self.swarm.addrs[t]
             meta = self.swarm.meta[t]
             for s in range(first, first + count):
+                if proto and not self._speaks(t, s):
+                    continue
                 m = s * META_LEN
                 out.append((bytes(addrs[s * w : s * w + w]), bytes(meta[m : m + 20])))
         return out
@@ -516,22 +560,29 @@ class MemoryStore:
         hold: int = 0,
         max_per_ip: int = 0,
         create: bool = True,
+        proto: int = 0,
     ) -> MemoryView:
         now = int(self._clock() - self._epoch)
+        if key_hash > _KEY_MASK:
+            key_hash = (key_hash & _KEY_MASK) or 1  # two bits of the field are proto's
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             if not create:
                 raise SwarmNotFound(info_hash)
             swarm = Swarm()
             t, slot, counted, _ = swarm.upsert(
-                peer_id, addr, seeder, key_hash, now, completed_event
+                peer_id, addr, seeder, key_hash, now, completed_event, 0, 0, proto
             )
             self.swarms[info_hash] = swarm  # only once the upsert succeeded
-            return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now, True, True)
+            return MemoryView(
+                swarm, info_hash, peer_id, addr, t, slot, counted, now, True, True, proto
+            )
         t, slot, counted, updated = swarm.upsert(
-            peer_id, addr, seeder, key_hash, now, completed_event, hold, max_per_ip
+            peer_id, addr, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
         )
-        return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now, updated)
+        return MemoryView(
+            swarm, info_hash, peer_id, addr, t, slot, counted, now, updated, False, proto
+        )
 
     async def remove(
         self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
@@ -539,6 +590,8 @@ class MemoryStore:
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             return 0, 0, 0
+        if key_hash > _KEY_MASK:
+            key_hash = (key_hash & _KEY_MASK) or 1
         swarm.remove(peer_id, addr, key_hash)
         return swarm.counts()
 
