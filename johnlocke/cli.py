@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
-from johnlocke.strategy import StrategyLoadError, resolve
+from johnlocke.strategy import StrategyLoadError, StrategySet
 
 log = logging.getLogger("johnlocke")
 
@@ -65,8 +65,7 @@ async def _serve(config: Config, path: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    strategy = resolve(config.strategy.name, config.strategy.options)
-    tracker = Tracker(config, MemoryStore(), strategy)
+    tracker = Tracker(config, MemoryStore())
     services: list[Service] = [tracker]
     started: list[Service] = []
     runner = None
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        resolve(config.strategy.name, config.strategy.options)
+        StrategySet(config.strategy)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1
