@@ -16,6 +16,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pydantic import BaseModel, ConfigDict, Field
 
 from johnlocke.store import Pick, SwarmView
+from johnlocke.strategy import single
 
 
 class LocalityOptions(BaseModel):
@@ -32,6 +33,7 @@ class LocalityStrategy:
 
     def __init__(self, options: LocalityOptions) -> None:
         self.pool = options.pool
+        self.prefix = {4: options.prefix_v4, 16: options.prefix_v6}
         self.masks = {
             4: ((1 << 32) - 1) ^ ((1 << (32 - options.prefix_v4)) - 1),
             16: ((1 << 128) - 1) ^ ((1 << (128 - options.prefix_v6)) - 1),
@@ -49,21 +51,48 @@ class LocalityStrategy:
                 return -(n + 1)
         return value & self.masks[len(ip)]
 
+    def local_indices(self, blob: bytes, ip: bytes, width: int) -> list[int]:
+        """Which addresses in a compact blob are in the announcer's network."""
+        bits = self.prefix[len(ip)]
+        if not self.groups and bits % 8 == 0:
+            # Byte-aligned prefix: let bytes.find scan in C and look only at the hits.
+            head = ip[: bits // 8]
+            out = []
+            i = blob.find(head)
+            while i >= 0:
+                if i % width == 0:
+                    out.append(i // width)
+                    i += width
+                else:
+                    i += 1
+                i = blob.find(head, i)
+            return out
+        mine = self.network(ip)
+        n = width - 2
+        return [
+            i // width for i in range(0, len(blob), width) if self.network(blob[i : i + n]) == mine
+        ]
+
     def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[Pick]:
-        mine = self.network(swarm.addr[:-2])
+        ip = swarm.addr[:-2]
         width = len(swarm.addr)
         local: list[Pick] = []
-        other: list[Pick] = []
+        pools: list[tuple[list[Pick], set[int]]] = []
         for seeders in (False,) if swarm.seeder else (True, False):
-            picks = swarm.sample(seeders, self.pool, rng)
-            blob = swarm.compact(picks)
-            i = 0
-            for t, first, count in picks:
-                for s in range(first, first + count):
-                    near = self.network(blob[i : i + width - 2]) == mine
-                    (local if near else other).append((t, s, 1))
-                    i += width
+            runs = swarm.sample(seeders, self.pool, rng)
+            near = self.local_indices(swarm.compact(runs), ip, width)
+            picks = single(runs)  # same order as the compact blob
+            local += [picks[i] for i in near]
+            pools.append((picks, set(near)))
         if len(local) >= numwant:
             return rng.sample(local, numwant)
+        # Fill up from the rest of the (already random) pool.
         need = numwant - len(local)
-        return local + (rng.sample(other, need) if len(other) > need else other)
+        for picks, near in pools:
+            for i, pick in enumerate(picks):
+                if need == 0:
+                    return local
+                if i not in near:
+                    local.append(pick)
+                    need -= 1
+        return local

@@ -29,9 +29,10 @@ class RecentStrategy:
         self.pool = options.pool
 
     def select(self, swarm: SwarmView, numwant: int, rng: random.Random) -> list[Pick]:
-        picks: list[Pick] = []
+        runs: list[Pick] = []
         for seeders in (False,) if swarm.seeder else (True, False):
-            picks += single(swarm.sample(seeders, self.pool, rng))
-        seen = swarm.last_seen(picks)
+            runs += swarm.sample(seeders, self.pool, rng)
+        seen = swarm.last_seen(runs)  # one value per peer, in the order single() lists them
+        picks = single(runs)
         order = sorted(range(len(picks)), key=seen.__getitem__, reverse=True)
         return [picks[i] for i in order[:numwant]]

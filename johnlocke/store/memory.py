@@ -390,7 +390,11 @@ class MemoryView:
 
     def last_seen(self, picks: list[Pick]) -> list[int]:
         out: list[int] = []
+        unpack = _U32.unpack_from
         for t, first, count in picks:
+            if count == 1:
+                out.append(unpack(self.swarm.meta[t], first * META_LEN + _SEEN)[0])
+                continue
             # A meta record is 7 little-endian u32 words; last_seen is word 5 (peer_id is 0-4).
             words = array("I")
             words.frombytes(self.swarm.meta[t][first * META_LEN : (first + count) * META_LEN])
