@@ -25,7 +25,6 @@ from johnlocke.access import Access
 from johnlocke.config import validate
 from johnlocke.protocol import parse_announce
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 
@@ -43,7 +42,7 @@ async def setup(
     access = Access(config, store, base)
     await access.start()
     await access.stop()  # no rescans while measuring
-    tracker = Tracker(config, store, resolve("random"), access)
+    tracker = Tracker(config, store, access)
     reqs = [(parse_announce(q), ip) for q, ip in queries]
     seen = set()
     for req, ip in reqs:

@@ -14,7 +14,7 @@ from pathlib import Path
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
-from johnlocke.strategy import StrategyLoadError, resolve
+from johnlocke.strategy import StrategyLoadError, StrategySet
 
 log = logging.getLogger("johnlocke")
 
@@ -70,11 +70,10 @@ async def _serve(config: Config, path: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    strategy = resolve(config.strategy.name, config.strategy.options)
     store = MemoryStore()
     # Relative paths in [access] are relative to the configuration file.
     access = Access(config, store, Path(path).resolve().parent)
-    tracker = Tracker(config, store, strategy, access)
+    tracker = Tracker(config, store, access)
     services: list[Service] = [access, tracker]
     started: list[Service] = []
     runner = None
@@ -126,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactPasskeys())
     try:
-        resolve(config.strategy.name, config.strategy.options)
+        StrategySet(config.strategy)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1

@@ -25,17 +25,15 @@ from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.protocol import EVENT_COMPLETED, EVENT_STOPPED, AnnounceRequest
 from johnlocke.store import ADDR_LEN, Store, SwarmNotFound, SwarmView
-from johnlocke.strategy import Strategy, resolve
+from johnlocke.strategy import StrategySet
 
 log = logging.getLogger("johnlocke.tracker")
 
 
 class Tracker:
-    def __init__(
-        self, config: Config, store: Store, strategy: Strategy, access: Access | None = None
-    ) -> None:
+    def __init__(self, config: Config, store: Store, access: Access | None = None) -> None:
         self.store = store
-        self.strategy = strategy
+        self.strategies = StrategySet(config.strategy)  # raises StrategyLoadError
         # Without an Access service (tests, benchmarks) the tracker is open, or, for a listed or
         # private config, admits nothing: the lists are only read by a started Access.
         self.access = access if access is not None else Access(config, store)
@@ -63,10 +61,6 @@ class Tracker:
         self._max_per_ip = lim.max_peers_per_ip
         self._max_new_swarms = lim.max_new_swarms_per_ip
         self._limited = bool(self._hold or self._max_per_ip or self._max_new_swarms)
-        self._held_warning = (
-            b"announce not recorded: sent less than the min interval (%d s) after the last one"
-            % a.min_interval
-        )
 
     async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> bytes:
         """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
@@ -98,25 +92,52 @@ class Tracker:
         # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
         # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
         completed = req.event == EVENT_COMPLETED
+        seeder = req.left == 0 or completed
         if self._limited or proto:
+            # "completed" is news the swarm needs at once ("stopped" never gets here).
+            hold = 0 if completed else self._hold
             view = await self._announce_with_options(
-                info_hash,
-                req.peer_id,
-                addr,
-                req.left == 0 or completed,
-                key_hash,
-                completed,
-                source,
-                proto,
+                info_hash, req.peer_id, addr, seeder, key_hash, completed, source, proto, hold
             )
         else:
             view = await self.store.announce(
-                info_hash, req.peer_id, addr, req.left == 0 or completed, key_hash, completed
+                info_hash, req.peer_id, addr, seeder, key_hash, completed
             )
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:
             numwant = self._numwant_max
-        picks = self.strategy.select(view, numwant, self.rng) if numwant else []
+        chosen = self.strategies.choose(view)
+        interval = self._interval
+        min_interval = self._min_interval
+        if chosen.interval is not None:
+            wanted = chosen.interval(view)
+            if wanted is not None and wanted > 0:
+                interval = wanted
+                if min_interval > wanted:
+                    min_interval = wanted
+        warning = None
+        if not view.updated:
+            if min_interval < self._hold:
+                # The swarm's strategy asks for announces sooner than [announce] min_interval:
+                # hold by the min interval this client is told. (A held announce changed
+                # nothing, so asking again is safe.)
+                view = await self._announce_with_options(
+                    info_hash,
+                    req.peer_id,
+                    addr,
+                    seeder,
+                    key_hash,
+                    False,
+                    source,
+                    proto,
+                    min_interval,
+                )
+            if not view.updated:
+                warning = (
+                    b"announce not recorded: sent less than the min interval (%d s) after the"
+                    b" last one" % min_interval
+                )
+        picks = chosen.strategy.select(view, numwant, self.rng) if numwant else []
         if req.compact:
             blob = view.compact(picks)
             if len(blob) > numwant * ADDR_LEN[view.family]:
@@ -132,8 +153,8 @@ class Tracker:
             )
             peers6 = protocol.EMPTY_STRING
         return protocol.encode_announce(
-            self._interval,
-            self._min_interval,
+            interval,
+            min_interval,
             view.complete,
             view.incomplete,
             view.downloaded,
@@ -141,7 +162,7 @@ class Tracker:
             peers6,
             ip,
             tracker_id,
-            None if view.updated else self._held_warning,
+            warning,
         )
 
     async def _announce_with_options(
@@ -154,6 +175,7 @@ class Tracker:
         completed: bool,
         source: bytes,
         proto: int,
+        hold: int,
     ) -> SwarmView:
         """``store.announce`` with the [limits] that are on and the hybrid ``proto``; ``source``
         is the address the request came from (budgets are per sender, whatever ip= said)."""
@@ -167,8 +189,7 @@ class Tracker:
                 seeder,
                 key_hash,
                 completed,
-                # "completed" is news the swarm needs at once; "stopped" never gets here.
-                hold=0 if completed else self._hold,
+                hold=hold,
                 max_per_ip=self._max_per_ip,
                 create=create,
                 proto=proto,
@@ -253,10 +274,10 @@ class Tracker:
             self._sweeper = None
 
     def reload(self, config: Config) -> None:
-        strategy = self.strategy
+        # Load every new strategy before swapping anything: a bad section changes nothing.
+        # Swarms are untouched; strategies only read them.
         if config.strategy != self.config.strategy:
-            strategy = resolve(config.strategy.name, config.strategy.options)  # may raise
-        self.strategy = strategy
+            self.strategies = StrategySet(config.strategy)
         self._apply(config)
 
 

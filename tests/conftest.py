@@ -12,7 +12,6 @@ from johnlocke.access import Access
 from johnlocke.config import validate
 from johnlocke.http import build_app, runner_options
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 
@@ -70,15 +69,15 @@ async def tracker_client(aiohttp_client):
     """
     started: list[Access] = []
 
-    async def factory(base_dir: Path | str = ".", **sections: dict[str, Any]) -> TrackerClient:
+    async def factory(
+        store=None, base_dir: Path | str = ".", **sections: dict[str, Any]
+    ) -> TrackerClient:
         config = make_config(**sections)
-        store = MemoryStore()
+        store = store or MemoryStore()
         access = Access(config, store, base_dir)
         await access.start()
         started.append(access)
-        tracker = Tracker(
-            config, store, resolve(config.strategy.name, config.strategy.options), access
-        )
+        tracker = Tracker(config, store, access)
         # Started here so it runs with the daemon's own server settings.
         server = TestServer(build_app(tracker, config))
         await server.start_server(**runner_options(config))

@@ -44,7 +44,9 @@ async def test_open_mode_tracks_anything_and_checks_nothing(tracker_client):
 async def test_listed_mode_tracks_only_the_torrents_folder(tracker_client, tmp_path):
     listed = Torrent("holiday photos")
     listed.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path, access={"mode": "listed", "torrents_dir": "torrents"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
+    )
     r = await c.announce(OTHER, pid(1))
     assert failure(r) == UNREGISTERED
     assert await stats(c) == (0, 0, 0)  # a refused announce changes nothing
@@ -56,7 +58,9 @@ async def test_listed_mode_tracks_only_the_torrents_folder(tracker_client, tmp_p
 async def test_listed_mode_with_an_allow_list(tracker_client, tmp_path):
     a, b = b"\xaa" * 20, b"\xbb" * 20
     write_lines(tmp_path / "allow.txt", "# our torrents", a.hex(), b.hex().upper() + "  # B")
-    c = await tracker_client(tmp_path, access={"mode": "listed", "allow_list": "allow.txt"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "allow_list": "allow.txt"}
+    )
     ok(await c.announce(a, pid(1)))
     ok(await c.announce(b, pid(1)))
     assert failure(await c.announce(OTHER, pid(1))) == UNREGISTERED
@@ -67,7 +71,7 @@ async def test_private_mode_needs_a_known_passkey_in_any_form(tracker_client, tm
     t.write(tmp_path / "torrents")
     write_lines(tmp_path / "passkeys.txt", f"{KEY} grandma", f"{KEY2} uncle bob")
     c = await tracker_client(
-        tmp_path,
+        base_dir=tmp_path,
         access={"mode": "private", "torrents_dir": "torrents", "passkeys": "passkeys.txt"},
     )
     assert failure(await c.announce(t.v1, pid(1))) == NO_PASSKEY
@@ -93,12 +97,13 @@ async def test_deny_list_wins_in_every_mode(tracker_client, tmp_path):
     t.write(tmp_path / "torrents")
     bad.write(tmp_path / "torrents")
     write_lines(tmp_path / "deny.txt", bad.v1.hex(), OTHER.hex())
-    c = await tracker_client(tmp_path, access={"deny_list": "deny.txt"})
+    c = await tracker_client(base_dir=tmp_path, access={"deny_list": "deny.txt"})
     assert c.tracker.access.active is True
     assert failure(await c.announce(OTHER, pid(1))) == DENIED
     ok(await c.announce(b"\x01" * 20, pid(1)))
     c = await tracker_client(
-        tmp_path, access={"mode": "listed", "torrents_dir": "torrents", "deny_list": "deny.txt"}
+        base_dir=tmp_path,
+        access={"mode": "listed", "torrents_dir": "torrents", "deny_list": "deny.txt"},
     )
     assert failure(await c.announce(bad.v1, pid(1))) == DENIED
     ok(await c.announce(t.v1, pid(1)))
@@ -129,7 +134,9 @@ async def test_client_deny_and_allow_by_peer_id_prefix(tracker_client):
 async def test_listed_scrape_answers_only_listed_torrents(tracker_client, tmp_path):
     t = Torrent("a")
     t.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path, access={"mode": "listed", "torrents_dir": "torrents"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
+    )
     ok(await c.announce(t.v1, pid(1)))
     r = ok(await c.scrape(t.v1, OTHER))
     assert r[b"files"] == {t.v1: {b"complete": 0, b"incomplete": 1, b"downloaded": 0}}
@@ -140,7 +147,7 @@ async def test_private_scrape_needs_a_passkey(tracker_client, tmp_path):
     t.write(tmp_path / "torrents")
     write_lines(tmp_path / "keys.txt", KEY)
     c = await tracker_client(
-        tmp_path,
+        base_dir=tmp_path,
         access={"mode": "private", "torrents_dir": "torrents", "passkeys": "keys.txt"},
         scrape={"full_scrape": True},
     )
@@ -176,7 +183,7 @@ async def test_full_scrape_lists_only_tracked_swarms(tracker_client, tmp_path):
     t.write(tmp_path / "torrents")
     u.write(tmp_path / "torrents")
     c = await tracker_client(
-        tmp_path,
+        base_dir=tmp_path,
         access={"mode": "listed", "torrents_dir": "torrents"},
         scrape={"full_scrape": True},
     )
@@ -194,7 +201,7 @@ async def test_full_scrape_lists_only_tracked_swarms(tracker_client, tmp_path):
 async def test_hybrid_torrent_hashes_share_one_swarm(tracker_client, tmp_path):
     h = Torrent("hybrid", "hybrid")
     h.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path, access={"torrents_dir": "torrents"})  # open mode
+    c = await tracker_client(base_dir=tmp_path, access={"torrents_dir": "torrents"})  # open mode
     assert c.tracker.access.active is True
     ok(await c.announce(h.v1, pid(1), port=1001, left=0))  # a v1-only client
     # A hybrid client (libtorrent 2) announces both hashes with one peer_id: one peer.
@@ -217,7 +224,7 @@ async def test_hybrid_answers_name_peers_that_used_the_same_hash(tracker_client,
     v1-only peer must not be named in an answer to a v2 announce (nor the reverse)."""
     h = Torrent("hybrid", "hybrid")
     h.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path, access={"torrents_dir": "torrents"})
+    c = await tracker_client(base_dir=tmp_path, access={"torrents_dir": "torrents"})
     ok(await c.announce(h.v1, pid(1), port=1001, left=0))  # v1-only seeder
     ok(await c.announce(h.v2, pid(2), port=1002, left=0))  # hybrid seeder: both hashes
     ok(await c.announce(h.v1, pid(2), port=1002, left=0))
@@ -241,7 +248,9 @@ async def test_hybrid_answers_name_peers_that_used_the_same_hash(tracker_client,
 async def test_v2_only_torrents_are_listed_by_their_truncated_hash(tracker_client, tmp_path):
     t = Torrent("v2", "v2")
     t.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path, access={"mode": "listed", "torrents_dir": "torrents"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
+    )
     ok(await c.announce(t.v2, pid(1)))
 
 
@@ -249,7 +258,9 @@ async def test_denying_one_hash_of_a_hybrid_denies_both(tracker_client, tmp_path
     h = Torrent("hybrid", "hybrid")
     h.write(tmp_path / "torrents")
     write_lines(tmp_path / "deny.txt", h.v2.hex())
-    c = await tracker_client(tmp_path, access={"torrents_dir": "torrents", "deny_list": "deny.txt"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"torrents_dir": "torrents", "deny_list": "deny.txt"}
+    )
     assert failure(await c.announce(h.v1, pid(1))) == DENIED
     assert failure(await c.announce(h.v2, pid(1))) == DENIED
 
@@ -261,7 +272,9 @@ async def test_rescan_picks_up_new_files_and_drops_removed_swarms(tracker_client
     folder = tmp_path / "torrents"
     a, b = Torrent("a"), Torrent("b", "hybrid")
     path_a = a.write(folder)
-    c = await tracker_client(tmp_path, access={"mode": "listed", "torrents_dir": "torrents"})
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
+    )
     ok(await c.announce(a.v1, pid(1)))
     assert failure(await c.announce(b.v2, pid(1))) == UNREGISTERED
     b.write(folder / "sub")  # subfolders count
@@ -284,7 +297,9 @@ async def test_broken_and_odd_files_in_the_folder_are_skipped(tracker_client, tm
     (folder / "notes.txt").write_text("not a torrent")
     Torrent("partial").write(folder, ".partial.torrent")  # an editor's or rsync's temp file
     with caplog.at_level(logging.WARNING, "johnlocke.access"):
-        c = await tracker_client(tmp_path, access={"mode": "listed", "torrents_dir": "torrents"})
+        c = await tracker_client(
+            base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
+        )
     assert "broken.torrent: no info dictionary" in caplog.text
     assert "empty.torrent: not a bencoded dictionary" in caplog.text
     assert "notes.txt" not in caplog.text and "partial" not in caplog.text
@@ -301,7 +316,8 @@ async def test_list_changes_apply_on_refresh_and_deny_drops_the_swarm(tracker_cl
     allow = write_lines(tmp_path / "allow.txt", a.hex(), b.hex())
     deny = write_lines(tmp_path / "deny.txt")
     c = await tracker_client(
-        tmp_path, access={"mode": "listed", "allow_list": "allow.txt", "deny_list": "deny.txt"}
+        base_dir=tmp_path,
+        access={"mode": "listed", "allow_list": "allow.txt", "deny_list": "deny.txt"},
     )
     ok(await c.announce(a, pid(1)))
     ok(await c.announce(b, pid(1)))
@@ -320,7 +336,7 @@ async def test_a_vanished_list_keeps_its_last_contents(tracker_client, tmp_path,
     t = Torrent("a")
     t.write(tmp_path / "torrents")
     c = await tracker_client(
-        tmp_path,
+        base_dir=tmp_path,
         access={"mode": "private", "torrents_dir": "torrents", "passkeys": "keys.txt"},
     )
     (tmp_path / "keys.txt").unlink()
@@ -338,7 +354,7 @@ async def test_passkey_removed_from_the_file_stops_working(tracker_client, tmp_p
     t = Torrent("a")
     t.write(tmp_path / "torrents")
     c = await tracker_client(
-        tmp_path,
+        base_dir=tmp_path,
         access={"mode": "private", "torrents_dir": "torrents", "passkeys": "keys.txt"},
     )
     ok(await c.announce(t.v1, pid(1), passkey=KEY2))
@@ -353,7 +369,7 @@ async def test_switching_open_to_listed_drops_unlisted_swarms(tracker_client, tm
 
     t = Torrent("a")
     t.write(tmp_path / "torrents")
-    c = await tracker_client(tmp_path)
+    c = await tracker_client(base_dir=tmp_path)
     ok(await c.announce(t.v1, pid(1)))
     ok(await c.announce(OTHER, pid(1)))
     listed = validate({"access": {"mode": "listed", "torrents_dir": "torrents"}}, "x")
@@ -390,6 +406,30 @@ async def test_announces_sooner_than_min_interval_are_answered_but_not_recorded(
     assert b"warning message" not in r and r[b"complete"] == 2 and r[b"downloaded"] == 1
     r = ok(await c.announce(OTHER, pid(1), port=1001, event="stopped"))
     assert r[b"complete"] == 1
+
+
+async def test_held_announces_follow_the_strategys_shorter_interval(tracker_client):
+    from johnlocke.store.memory import MemoryStore
+
+    from .store_contract import Clock
+
+    clock = Clock()
+    c = await tracker_client(
+        store=MemoryStore(clock=clock),
+        announce={"interval": 1800, "min_interval": 900},
+        limits={"enforce_min_interval": True},
+        strategy={"name": "small-group", "options": {"interval": 60}},
+    )
+    ok(await c.announce(OTHER, pid(1), port=1001))
+    ok(await c.announce(OTHER, pid(2), port=1002))
+    clock.t += 30
+    r = ok(await c.announce(OTHER, pid(1), port=1009))
+    assert r[b"min interval"] == 60 and b"(60 s)" in r[b"warning message"]
+    clock.t += 31
+    r = ok(await c.announce(OTHER, pid(1), port=1009))
+    assert b"warning message" not in r
+    r = ok(await c.announce(OTHER, pid(2), port=1002))
+    assert compact(r[b"peers"]) == [(LOCAL, 1009)]
 
 
 async def test_per_ip_cap_on_peers_in_one_torrent(tracker_client):
@@ -434,7 +474,7 @@ async def test_stopped_and_completed_go_through_the_same_checks(tracker_client, 
     t = Torrent("a")
     t.write(tmp_path / "torrents")
     c = await tracker_client(
-        tmp_path, access={"mode": mode, "torrents_dir": "torrents", "passkeys": "keys.txt"}
+        base_dir=tmp_path, access={"mode": mode, "torrents_dir": "torrents", "passkeys": "keys.txt"}
     )
     ok(await c.announce(t.v1, pid(1), passkey=KEY))
     r = await c.announce(OTHER, pid(1), event="stopped", passkey=KEY)
