@@ -266,6 +266,38 @@ class StoreContract:
         assert (view.complete, view.incomplete, view.downloaded) == (0, 1, 0)
         assert view.created is True
 
+    # --- hybrid torrents ----------------------------------------------------------------------
+
+    async def test_proto_hands_out_only_peers_that_used_the_same_hash(self, store):
+        await store.announce(IH, pid(1), v4(1), True, 0, False, proto=1)  # v1 only
+        await store.announce(IH, pid(2), v4(2), True, 0, False, proto=1)  # both
+        await store.announce(IH, pid(2), v4(2), True, 0, False, proto=2)
+        await store.announce(IH, pid(3), v4(3), True, 0, False, proto=2)  # v2 only
+        view = await store.announce(IH, pid(4), v4(4), False, 0, False, proto=2)
+        assert (view.complete, view.incomplete) == (3, 1)  # one swarm, counted once
+        assert sorted(addrs_of(view, True)) == [v4(2), v4(3)]
+        assert [a for a, _ in view.peer_list(view.sample(True, 10, random.Random(1)))] != []
+        assert {p for _, p in view.peer_list(view.sample(True, 10, random.Random(1)))} == {
+            pid(2),
+            pid(3),
+        }
+        assert {c.peer_id for c in view.candidates(True, 10, random.Random(1))} == {pid(2), pid(3)}
+        view = await store.announce(IH, pid(4), v4(4), False, 0, False, proto=1)
+        assert sorted(addrs_of(view, True)) == [v4(1), v4(2)]
+        # Without proto (not a hybrid) nothing is filtered.
+        view = await store.announce(IH, pid(9), v4(9), False, 0, False)
+        assert sorted(addrs_of(view, True)) == [v4(1), v4(2), v4(3)]
+
+    async def test_proto_bits_do_not_weaken_keys(self, store):
+        key = 0xFFFF_FFFF
+        await store.announce(IH, pid(1), v4(1), False, key, False, proto=2)
+        with pytest.raises(ClientError):
+            await store.announce(IH, pid(1), v4(2), False, key - 1, False, proto=1)
+        await store.announce(IH, pid(1), v4(2), False, key, False, proto=1)
+        with pytest.raises(ClientError):
+            await store.remove(IH, pid(1), v4(3), key ^ (1 << 31))
+        assert await store.remove(IH, pid(1), v4(3), key) == (0, 0, 0)
+
     # --- abuse limits ------------------------------------------------------------------------
 
     async def test_view_tells_created_and_updated(self, store):

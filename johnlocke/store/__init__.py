@@ -161,8 +161,10 @@ class Store(Protocol):
 
         Hybrid torrents (BEP 52): the tracker keeps one swarm for both info-hashes and says with
         ``proto`` (1: v1, 2: v2; 0: not a hybrid) which one this announce used. The store
-        remembers, per peer, every hash it announced under, and the view hands out only peers
-        that announced under the same one (``count`` may still include the others). A
+        remembers, per peer, every hash it announced under, and the view's ``compact``,
+        ``peer_list`` and ``candidates`` leave out peers that did not announce under the same
+        one (``count``, ``sample`` and ``describe`` still include them, so a strategy's picks
+        and their descriptions line up). A
         hybrid-aware client greets a peer with the hash of the answer that named it, so a v1-only
         peer named in a v2 answer would be greeted with the v2 hash and hang up.
 

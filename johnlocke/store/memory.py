@@ -507,20 +507,20 @@ class MemoryView:
         return [(t, first, count) for first, count in window(n, skip, start, k)]
 
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
-        return self.describe(self.sample(seeders, limit, rng))
+        found = self.describe(self.sample(seeders, limit, rng))
+        if self.proto:  # a hybrid's v1 or v2 announce sees only peers that used that hash
+            return [c for c in found if self._speaks(c.pick[0], c.pick[1])]
+        return found
 
     def describe(self, picks: list[Pick]) -> list[Candidate]:
         out = []
-        proto = self.proto  # a hybrid's v1 or v2 announce sees only peers that used that hash
         for t, first, count in picks:
             seeder = not t & 1
             w = _WIDTH[t]
             addrs = self.swarm.addrs[t]
             meta = self.swarm.meta[t]
             for s in range(first, first + count):
-                peer_id, seen, key = _META.unpack_from(meta, s * META_LEN)
-                if proto and not key >> _PROTO_SHIFT & proto:
-                    continue
+                peer_id, seen, _ = _META.unpack_from(meta, s * META_LEN)
                 out.append(
                     Candidate((t, s, 1), bytes(addrs[s * w : s * w + w]), peer_id, seeder, seen)
                 )
@@ -608,7 +608,7 @@ class MemoryStore:
     ) -> MemoryView:
         now = int(self._clock() - self._epoch)
         if key_hash > _KEY_MASK:
-            key_hash = (key_hash & _KEY_MASK) or 1  # two bits of the field are proto's
+            key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
         swarm = self.swarms.get(info_hash)
         if swarm is None:
             if not create:
@@ -635,7 +635,7 @@ class MemoryStore:
         if swarm is None:
             return 0, 0, 0
         if key_hash > _KEY_MASK:
-            key_hash = (key_hash & _KEY_MASK) or 1
+            key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1
         swarm.remove(peer_id, addr, key_hash)
         return swarm.counts()
 
