@@ -243,9 +243,9 @@ def _card(
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}"/>'
         )
+        tick = _mib(v) if fmt is _mib else f"{v:,.4g}"
         parts.append(
-            f'<text class="axis" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">'
-            f"{_mib(v) if fmt is _mib else f'{v:,.4g}'}</text>'
+            f'<text class="axis" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">{tick}</text>'
         )
     for i in range(5):
         ago = span * (4 - i) / 4
