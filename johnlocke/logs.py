@@ -43,7 +43,8 @@ def mask(target: str) -> str:
     """A request target (path and query) with any passkey or token masked."""
     if "/announce/" in target or "/scrape/" in target:
         target = _SECRET_IN_PATH.sub(lambda m: m.group(1) + _hide(m.group(2)), target)
-    if "key=" in target or "token=" in target.lower():
+    low = target.lower()
+    if "passkey=" in low or "token=" in low:
         target = _SECRET_IN_QUERY.sub(lambda m: m.group(1) + _hide(m.group(2)), target)
     return target
 
