@@ -15,6 +15,7 @@ whole statement (an ``if`` with its body counts as one).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from ipaddress import ip_address
 from socket import AF_INET, AF_INET6, inet_pton
 from time import perf_counter
@@ -28,7 +29,7 @@ from johnlocke import protocol, status_page
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import ACCESS_LOGGER, mask
-from johnlocke.stats import INTERNAL_REASON, StatsService
+from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
 
 log = logging.getLogger("johnlocke.http")
@@ -57,7 +58,11 @@ class Frontend:
         self.tracker = tracker
         self.trusted = tuple(config.http.trusted_proxies)
         self.service = service
-        self.stats = service.stats
+        self.stats = st = service.stats
+        # The counters' own lists, one attribute lookup away on the hot path.
+        self.events = st.events
+        self.announce_latency = st.announce_latency
+        self.latency_counts = st.announce_latency.counts
 
     def client_ip(self, request: web.BaseRequest) -> tuple[bytes, bool]:
         """The peer's packed address, and whether it came from a trusted proxy's header."""
@@ -98,23 +103,25 @@ class Frontend:
 
     async def announce(self, request: web.BaseRequest) -> web.Response:
         t0 = perf_counter()  # stats
-        st = self.stats  # stats
         try:
             ip, trusted = self.client_ip(request)
             req = protocol.parse_announce(_raw_query(request))
-            st.events[req.event] += 1  # stats
-            st.client_countdown -= 1  # stats
-            if not st.client_countdown:  # stats
-                st.count_client(req.peer_id)
             body = await self.tracker.announce(req, ip, trusted)
+            self.events[req.event] += 1  # stats
+            # Sampled by peer, not every n-th request, so regular traffic cannot skew it; the
+            # store has already hashed this peer_id object, and bytes cache their hash.
+            if not hash(req.peer_id) % self.stats.client_sample:  # stats
+                self.stats.count_client(req.peer_id)
         except ClientError as exc:
             body = protocol.encode_failure(exc.reason)
-            st.fail(exc.reason)  # stats
+            self.stats.fail(exc.reason)  # stats
         except Exception:
             log.exception("announce failed: %s", mask(request.raw_path[:200]))
             body = _INTERNAL
-            st.fail(INTERNAL_REASON)  # stats
-        st.announce_latency.observe(perf_counter() - t0)  # stats
+            self.stats.fail(INTERNAL_REASON)  # stats
+        dt = perf_counter() - t0  # stats
+        self.latency_counts[bisect_left(LATENCY_BOUNDS, dt)] += 1  # stats
+        self.announce_latency.sum += dt  # stats
         return web.Response(body=body, content_type="text/plain")
 
     async def scrape(self, request: web.BaseRequest) -> web.Response:

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The hot path only touches plain integers on one ``Stats`` object (``__slots__``, no locks:
 everything runs on the event loop): one latency histogram per endpoint (whose count is the
-request count), announces by event, and failures by reason; one announce in ``client_sample``
-is also counted by client (its peer_id prefix). Nothing else happens per request, and no
-prometheus_client object is touched.
+request count), announces by event, and failures by reason; the announces of one peer in
+``client_sample`` are also counted by client (their peer_id prefix). Nothing else happens per
+request, and no prometheus_client object is touched.
 
 ``StatsService`` turns counters into figures. A 1 s ticker records the cumulative request
 counts in a short ring, so rates over the last 10 s and 60 s are differences across it; every
@@ -168,7 +168,6 @@ class Stats:
         "failures",
         "clients",
         "client_sample",
-        "client_countdown",
         "clients_sampled",
         "started_at",
         "started_wall",
@@ -178,11 +177,12 @@ class Stats:
     def __init__(self, client_sample: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
         self.announce_latency = Histogram()
         self.scrape_latency = Histogram()
-        self.events = [0] * len(EVENT_NAMES)  # announces parsed, by event
+        self.events = [0] * len(EVENT_NAMES)  # announces applied, by event
         self.failures: dict[str, int] = {}
         self.clients: dict[bytes, int] = {}
+        # The announces of 1 peer in client_sample (by a hash of its peer_id) are counted by
+        # client.
         self.client_sample = client_sample
-        self.client_countdown = client_sample
         self.clients_sampled = 0
         self.started_at = clock()
         self.started_wall = time.time()
@@ -209,8 +209,7 @@ class Stats:
         failures[reason] = failures.get(reason, 0) + 1
 
     def count_client(self, peer_id: bytes) -> None:
-        """Count one sampled announce by its client, and restart the sampling countdown."""
-        self.client_countdown = self.client_sample
+        """Count one sampled announce by its client."""
         self.clients_sampled += 1
         key = client_prefix(peer_id)
         clients = self.clients
@@ -341,8 +340,7 @@ class StatsService:
         self.access = Access(config)
         self.top_n = s.top
         self.interval = s.history_interval
-        if self.stats.client_sample != s.client_sample:
-            self.stats.client_sample = self.stats.client_countdown = s.client_sample
+        self.stats.client_sample = s.client_sample
         keep = max(2, 3600 // s.history_interval)
         if self.history.maxlen != keep:
             self.history = deque(self.history, maxlen=keep)
@@ -570,12 +568,12 @@ class _Collector:
         yield peers
         announces = CounterMetricFamily(
             "johnlocke_announces",
-            'Announce requests answered, by event ("invalid": refused before the event was read).',
+            'Announce requests answered, by event ("refused": answered with a failure).',
             labels=["event"],
         )
         for name, n in zip(EVENT_NAMES, st.events, strict=True):
             announces.add_metric([name], n)
-        announces.add_metric(["invalid"], max(0, st.announces - sum(st.events)))
+        announces.add_metric(["refused"], max(0, st.announces - sum(st.events)))
         yield announces
         yield CounterMetricFamily(
             "johnlocke_scrapes", "Scrape requests answered.", value=st.scrapes

@@ -87,6 +87,23 @@ async def test_stats_tell_the_true_numbers(tracker_client):
     assert with_history["history"]["samples"]
 
 
+async def test_clients_are_sampled_one_peer_in_n(tracker_client):
+    c = await tracker_client(stats={"client_sample": 4})
+    for n in range(400):
+        await c.announce(IH1, peer(b"-qB4520-" if n % 2 else b"-TR3000-", n))
+    for n in range(0, 400, 2):  # a sampled peer is counted at every announce
+        await c.announce(IH1, peer(b"-TR3000-", n))
+    s = await (await c.http.get("/stats")).json()
+    assert s["clients"]["sample_every"] == 4
+    assert 50 < s["clients"]["sampled"] < 250  # about 100 peers' announces: 1 in 4 of 400
+    top = {row["prefix"]: row for row in s["clients"]["top"]}
+    assert set(top) == {"-qB4520-", "-TR3000-"}
+    # Transmission peers announced twice as often: about two thirds of the sampled announces.
+    assert top["-TR3000-"]["announces"] % 2 == 0  # each sampled Transmission peer, twice
+    assert top["-TR3000-"]["announces"] + top["-qB4520-"]["announces"] == s["clients"]["sampled"]
+    assert 0.5 < top["-TR3000-"]["share"] < 0.85
+
+
 async def test_announces_by_event(tracker_client):
     c = await tracker_client()
     await c.announce(IH1, peer(b"-qB4520-", 1), event="started")
@@ -130,7 +147,7 @@ async def test_metrics_are_prometheus_text_with_the_same_numbers(tracker_client)
     assert value("johnlocke_peers", family="ipv6", role="leecher") == 1
     assert value("johnlocke_announces_total", event="started") == 8
     assert value("johnlocke_announces_total", event="completed") == 1
-    assert value("johnlocke_announces_total", event="invalid") == 3
+    assert value("johnlocke_announces_total", event="refused") == 3
     assert value("johnlocke_scrapes_total") == 2
     assert value("johnlocke_failures_total", reason="info_hash must be 20 bytes, got N") == 2
     assert value("johnlocke_client_announces_total", prefix="-TR3000-", client="Transmission") == 4
