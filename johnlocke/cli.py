@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from johnlocke import __version__, logs
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
-from johnlocke.strategy import StrategyLoadError, resolve
+from johnlocke.strategy import StrategyLoadError, StrategySet
 
 log = logging.getLogger("johnlocke")
 
@@ -97,8 +97,7 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    strategy = resolve(config.strategy.name, config.strategy.options)
-    tracker = Tracker(config, MemoryStore(), strategy)
+    tracker = Tracker(config, MemoryStore())
     stats = StatsService(tracker.store, config)
     services: list[Service] = [logs.LogService(verbose), tracker, stats]
     started: list[Service] = []
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     logs.setup(config.log, args.verbose)
     try:
-        resolve(config.strategy.name, config.strategy.options)
+        StrategySet(config.strategy)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1
