@@ -205,6 +205,8 @@ class AccessLogger(AbstractAccessLogger):
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return  # an aiohttp too old to ask ``enabled`` calls this for every request
         try:
             frontend = request.app[FRONTEND] if isinstance(request, web.Request) else None
             remote = frontend.client_text(request) if frontend else (request.remote or "-")
