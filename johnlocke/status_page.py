@@ -316,7 +316,7 @@ def _top_swarms(rows: list[dict[str, Any]]) -> str:
 
 def _clients(clients: dict[str, Any]) -> str:
     every = clients["sample_every"]
-    title = "Clients" + (f" (1 announce in {every})" if every > 1 else "")
+    title = "Clients" + (f" (the announces of 1 peer in {every})" if every > 1 else "")
     return _table(
         title,
         ["peer_id prefix", "client", "share"],
