@@ -44,11 +44,12 @@ from pathlib import Path
 import bencodepy
 from bencodepy.decoder import BencodeDecoder
 
-from johnlocke.config import Config, ConfigError
+from johnlocke.config import AccessConfig, Config, ConfigError
 from johnlocke.errors import ClientError
+from johnlocke.logs import hide
 from johnlocke.store import Store
 
-log = logging.getLogger("johnlocke.access")
+log = logging.getLogger("johnlocke.admission")
 
 OPEN = 0
 LISTED = 1
@@ -76,44 +77,8 @@ DENIED = "this torrent is banned on this tracker"
 
 
 def mask(key: bytes | str) -> str:
-    """A passkey as it may appear in a log: at most its first 4 characters (a quarter of it)."""
-    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-    shown = min(4, len(text) // 4)
-    return text[:shown] + "…"
-
-
-_PASSKEY_IN_TEXT = re.compile(
-    r"(passkey=)([^&\s\"']*)|(/(?:announce|scrape)/)([^?/\s\"']+)|"
-    r"(/)([^/?\s\"']+)(/(?:announce|scrape)\b)"
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with every passkey in a tracker URL or query masked."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1):
-            return m.group(1) + mask(m.group(2))
-        if m.group(3):
-            return m.group(3) + mask(m.group(4))
-        return m.group(5) + mask(m.group(6)) + m.group(7)
-
-    return _PASSKEY_IN_TEXT.sub(sub, text)
-
-
-class RedactPasskeys(logging.Filter):
-    """A handler filter that masks passkeys in every record (message and traceback), so one
-    that reaches a log line by any route (aiohttp's own errors included) is never written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if record.exc_info:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = redact(text), None
-        return True
+    """A passkey as it may appear in a log (see ``johnlocke.logs.hide``)."""
+    return hide(key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
 
 
 def client_label(peer_id: bytes) -> str:
@@ -596,6 +561,8 @@ class Access:
 
     def _log_summary(self, rules: Rules, torrents: int, hybrids: int) -> None:
         a = self.config.access
+        if a == AccessConfig():
+            return  # open, nothing to read: the start-up line says "mode open"
         parts = [f"mode {a.mode}"]
         if a.torrents_dir:
             parts.append(f"{torrents} torrents ({hybrids} hybrid v1+v2) in {a.torrents_dir}")

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from johnlocke import __version__
+from johnlocke import __version__, logs
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
 from johnlocke.strategy import StrategyLoadError, StrategySet
@@ -46,6 +46,8 @@ async def _reload(path: str, current: Config, services: list[Service]) -> Config
         return current
     if new.http != current.http:
         log.warning("[http] changes take effect only after a restart")
+    if new.stats.page != current.stats.page:
+        log.warning("[stats] page changes take effect only after a restart")
     for service in services:
         try:
             pending = service.reload(new)
@@ -57,9 +59,39 @@ async def _reload(path: str, current: Config, services: list[Service]) -> Config
     return new
 
 
-async def _serve(config: Config, path: str) -> None:
+def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[str, object]]:
+    """The start-up line: where it listens and the settings that shape what clients get."""
+    from johnlocke.stats import Access
+
+    listen = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addrs]
+    access = getattr(config, "access", None)
+    mode = getattr(access, "mode", "open")
+    s = config.stats
+    who = Access(config).describe()
+    page = f"page {s.page}" if s.page else "no page"
+    fields: dict[str, object] = {
+        "listen": listen,
+        "mode": mode,
+        "strategy": config.strategy.name,
+        "interval": config.announce.interval,
+        "stats_allow": who,
+        "status_page": s.page or None,
+        "log_format": config.log.format,
+        "access_log": config.log.access_log,
+    }
+    text = (
+        f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
+        f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
+        f" /stats, /metrics and {page} for {who}; access log"
+        f" {'on' if config.log.access_log else 'off'}"
+    )
+    return text, fields
+
+
+async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.access import Access
     from johnlocke.http import build_app, listening, start
+    from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
 
@@ -74,18 +106,17 @@ async def _serve(config: Config, path: str) -> None:
     # Relative paths in [access] are relative to the configuration file.
     access = Access(config, store, Path(path).resolve().parent)
     tracker = Tracker(config, store, access)
-    services: list[Service] = [access, tracker]
+    stats = StatsService(store, config)
+    services: list[Service] = [logs.LogService(verbose), access, tracker, stats]
     started: list[Service] = []
     runner = None
     try:
         for service in services:
             await service.start()
             started.append(service)
-        runner = await start(build_app(tracker, config), config)
-        addrs = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in listening(runner))
-        log.info(
-            "johnlocke %s listening on %s (strategy %s)", __version__, addrs, config.strategy.name
-        )
+        runner = await start(build_app(tracker, config, stats), config)
+        text, fields = _summary(config, listening(runner))
+        log.info("%s", text, extra=fields)
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -116,20 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"johnlocke: {exc}", file=sys.stderr)
         return 1
-    level = "debug" if args.verbose else config.log.level
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from johnlocke.access import RedactPasskeys, load_check
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactPasskeys())
+    logs.setup(config.log, args.verbose)
     try:
         StrategySet(config.strategy)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1
     if args.check_config:
+        from johnlocke.access import load_check
+
         try:
             summary = load_check(config, Path(args.config).resolve().parent)
         except ConfigError as exc:
@@ -153,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = asyncio.Runner()
     try:
         with runner:
-            runner.run(_serve(config, args.config))
+            runner.run(_serve(config, args.config, args.verbose))
     except OSError as exc:
         print(f"johnlocke: {exc}", file=sys.stderr)
         return 1

@@ -157,8 +157,51 @@ class StrategyConfig(_Section):
     rules: list[StrategyRule] = Field(default_factory=list)
 
 
+# Paths the stats page must not take: the tracker's own endpoints (and their passkey forms).
+_RESERVED_PATHS = ("/announce", "/scrape", "/stats", "/metrics")
+
+
+class StatsConfig(_Section):
+    allow: Literal["auto"] | list[IPv4Network | IPv6Network] = "auto"
+    token: str = ""
+    page: str = "/"
+    top: int = Field(default=10, ge=0, le=1000)
+    client_sample: int = Field(default=8, ge=1)
+    history_interval: int = Field(default=10, ge=1, le=60)
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "auto":
+            raise ValueError('must be "auto" or a list of CIDRs such as ["10.0.0.0/8"]')
+        if isinstance(value, list):
+            return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isprintable() or " " in value):
+            raise ValueError("must be empty or at least 16 printable characters without spaces")
+        return value
+
+    @field_validator("page")
+    @classmethod
+    def _page(cls, value: str) -> str:
+        if value == "":
+            return value
+        if not value.startswith("/") or any(c in value for c in "?#{} \t"):
+            raise ValueError('must be a path such as "/" or "/status", or "" for no page')
+        for reserved in _RESERVED_PATHS:
+            if value == reserved or value.startswith(reserved + "/"):
+                raise ValueError(f"{reserved} is taken by the tracker itself")
+        return value
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = False
 
 
 class Config(_Section):
@@ -168,6 +211,7 @@ class Config(_Section):
     access: AccessConfig = Field(default_factory=AccessConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

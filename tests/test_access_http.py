@@ -28,7 +28,9 @@ def ok(reply: dict) -> dict:
 
 
 async def stats(c) -> tuple[int, int, int]:
-    return await c.tracker.store.stats()
+    """(swarms, seeders, leechers) over the tracker's store."""
+    st = await c.tracker.store.stats()
+    return st.swarms, st.seeders, st.leechers
 
 
 # --- modes -------------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ async def test_broken_and_odd_files_in_the_folder_are_skipped(tracker_client, tm
     (folder / "empty.torrent").write_bytes(b"")
     (folder / "notes.txt").write_text("not a torrent")
     Torrent("partial").write(folder, ".partial.torrent")  # an editor's or rsync's temp file
-    with caplog.at_level(logging.WARNING, "johnlocke.access"):
+    with caplog.at_level(logging.WARNING, "johnlocke.admission"):
         c = await tracker_client(
             base_dir=tmp_path, access={"mode": "listed", "torrents_dir": "torrents"}
         )
@@ -341,7 +343,7 @@ async def test_a_vanished_list_keeps_its_last_contents(tracker_client, tmp_path,
     )
     (tmp_path / "keys.txt").unlink()
     os.rename(tmp_path / "torrents", tmp_path / "moved")
-    with caplog.at_level(logging.ERROR, "johnlocke.access"):
+    with caplog.at_level(logging.ERROR, "johnlocke.admission"):
         await c.tracker.access.refresh()
         await c.tracker.access.refresh()
     assert caplog.text.count("keys.txt: cannot read") == 1  # once, not per rescan

@@ -188,12 +188,12 @@ async def test_bad_announce_is_a_bencoded_failure_and_changes_nothing(
     c = await tracker_client()
     body = await c.get("/announce?" + query)
     assert reason in body[b"failure reason"].decode()
-    assert await c.tracker.store.stats() == (0, 0, 0)
+    assert await c.tracker.store.stats() == (0, 0, 0, 0, 0)
 
 
 async def test_unknown_paths_are_404(tracker_client):
     c = await tracker_client()
-    assert (await c.http.get("/")).status == 404
+    assert (await c.http.get("/favicon.ico")).status == 404
     assert (await c.http.get("/announce.php")).status == 404
 
 

@@ -122,3 +122,29 @@ async def test_per_ip_counts_are_exact_and_small_on_a_big_swarm():
         await store.remove(IH, pid(i), v4(i), 0)
     assert len(swarm.ipc.table) <= 512
     await store.announce(IH, pid(2 * n), v4(5), False, 0, False, max_per_ip=1)
+
+
+async def test_top_swarms_yields_to_the_event_loop_on_many_swarms():
+    store = MemoryStore()
+    for n in range(50_000):
+        await store.announce(n.to_bytes(20, "big"), pid(n), v4(n), False, 0, False)
+    for n in range(3):  # the biggest swarm, with 4 peers
+        await store.announce((777).to_bytes(20, "big"), pid(100_000 + n), v4(n), True, 0, False)
+    ticks = 0
+    done = False
+
+    async def ticker():
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    top = await store.top_swarms(2)
+    done = True
+    await task
+    assert top[0] == ((777).to_bytes(20, "big"), 3, 1, 0)
+    assert len(top) == 2 and top[1][1:] == (0, 1, 0)
+    # 50,000 swarms in slices of 20,000: the loop got control between slices.
+    assert ticks >= 2
+    assert await store.stats() == (50_000, 3, 50_000, 0, 0)

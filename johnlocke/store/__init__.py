@@ -49,6 +49,28 @@ class Candidate(NamedTuple):
         return int.from_bytes(self.addr[-2:], "big")
 
 
+class StoreStats(NamedTuple):
+    """Store-wide counts: swarms, and peers per table (the order of table numbers)."""
+
+    swarms: int
+    seeders_ipv4: int
+    leechers_ipv4: int
+    seeders_ipv6: int
+    leechers_ipv6: int
+
+    @property
+    def seeders(self) -> int:
+        return self.seeders_ipv4 + self.seeders_ipv6
+
+    @property
+    def leechers(self) -> int:
+        return self.leechers_ipv4 + self.leechers_ipv6
+
+    @property
+    def peers(self) -> int:
+        return self.seeders + self.leechers
+
+
 class SwarmView(Protocol):
     """One swarm as one announcing peer sees it, right after its announce was applied.
 
@@ -203,8 +225,20 @@ class Store(Protocol):
         """
         ...
 
-    async def stats(self) -> tuple[int, int, int]:
-        """(swarms, seeders, leechers) over the whole store."""
+    async def stats(self) -> StoreStats:
+        """Swarm and peer counts over the whole store.
+
+        Read on every metrics scrape and every few seconds for the status page's plots, so it
+        must be cheap whatever the store's size (the memory store keeps running totals).
+        """
+        ...
+
+    async def top_swarms(self, n: int) -> list[tuple[bytes, int, int, int]]:
+        """The ``n`` swarms with the most peers, most first, as scrape rows.
+
+        May visit every swarm: it is for the stats page, not the hot path, and must yield to
+        the event loop as ``sweep`` does.
+        """
         ...
 
     async def close(self) -> None: ...
