@@ -327,8 +327,9 @@ def _read_list(key: str, path: Path, old: _Source | None, strict: bool, force: b
             raise ConfigError(f"[access] {key}: {message}") from None
         if old is None:
             old = _Source(path, None, frozenset() if key != "passkeys" else {})
-        if old.error != message:
-            log.error("%s (keeping what it listed before)", message)
+        elif old.error == message:
+            return old  # still broken: nothing new, nothing to log
+        log.error("%s (keeping what it listed before)", message)
         return _Source(path, old.stamp, old.value, message)
     if old is not None and old.error:
         log.info("%s is readable again", path)
@@ -461,6 +462,42 @@ def _rules(config: Config, loaded: _Loaded) -> tuple[Rules, int, int]:
     return rules, torrents, hybrids
 
 
+def _refresh(
+    config: Config,
+    base: Path,
+    old_loaded: _Loaded | None,
+    old: Rules,
+    strict: bool,
+    started: bool,
+) -> tuple[_Loaded, Rules, set[bytes], int, int] | None:
+    """Load (``strict``: everything, else what changed) and build the new rules and the hashes
+    that stopped being tracked; None when a periodic rescan found nothing new. In a thread."""
+    loaded = _load(config, base, old_loaded, strict, strict)
+    if started and not strict and old_loaded is not None:
+        same_sources = all(
+            loaded.sources[k] is old_loaded.sources.get(k)
+            for k in loaded.sources
+            if k != "torrents_dir"
+        )
+        folder, old_folder = (
+            loaded.sources.get("torrents_dir"),
+            old_loaded.sources.get("torrents_dir"),
+        )
+        same_folder = (folder is None and old_folder is None) or (
+            folder is not None
+            and old_folder is not None
+            and folder.error == old_folder.error
+            and loaded.torrents == old_loaded.torrents
+        )
+        if same_sources and same_folder:
+            return None
+    rules, torrents, hybrids = _rules(config, loaded)
+    gone = set(rules.denied - old.denied)
+    if rules.mode and old.mode:
+        gone |= old.allowed - rules.allowed
+    return loaded, rules, gone, torrents, hybrids
+
+
 # --- the service -----------------------------------------------------------------------------
 
 
@@ -481,6 +518,7 @@ class Access:
         self.active = self.rules.active
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
+        self._started = False  # the first load always builds the rules
         self._task: asyncio.Task[None] | None = None
         self._summary = ""
 
@@ -536,26 +574,31 @@ class Access:
         missing source instead of keeping the old contents) and apply ``config``."""
         async with self._lock:
             config = config or self.config
-            loaded = await asyncio.to_thread(_load, config, self.base, self._loaded, strict, strict)
-            rules, torrents, hybrids = _rules(config, loaded)
             old = self.rules
+            # Reading, parsing and building the new sets (maybe millions of hashes) all happen
+            # off the event loop; only the swap and the drops happen on it.
+            done = await asyncio.to_thread(
+                _refresh, config, self.base, self._loaded, old, strict, self._started
+            )
+            self._started = True
+            if done is None:
+                return  # nothing changed
+            loaded, rules, gone, torrents, hybrids = done
             # Published together: from here on every request sees the new rules.
             self.config, self._loaded, self.rules, self.active = config, loaded, rules, rules.active
-            await self._drop_untracked(old, rules)
+            await self._drop_untracked(old, rules, gone)
             self._log_summary(rules, torrents, hybrids)
 
-    async def _drop_untracked(self, old: Rules, new: Rules) -> None:
-        gone: set[bytes] = set(new.denied - old.denied)
-        if new.mode:
-            if old.mode:
-                gone |= old.allowed - new.allowed
-            else:  # open -> listed: every swarm not listed goes
-                rows = await self.store.scrape_all()
-                gone |= {row[0] for row in rows if row[0] not in new.allowed}
+    async def _drop_untracked(self, old: Rules, new: Rules, gone: set[bytes]) -> None:
+        if new.mode and not old.mode:  # open -> listed: every swarm not listed goes
+            rows = await self.store.scrape_all()
+            gone |= {row[0] for row in rows if row[0] not in new.allowed}
         dropped = 0
-        for info_hash in gone:
+        for i, info_hash in enumerate(gone, 1):
             if not new.admitted(info_hash):
                 dropped += await self.store.drop(info_hash)
+            if not i % 10_000:
+                await asyncio.sleep(0)  # an emptied list of millions must not hold the loop
         if dropped:
             log.info("dropped %d swarms of torrents no longer tracked", dropped)
 

@@ -217,9 +217,10 @@ class Tracker:
                     ip, self.store.now(), self._full_scrape_interval
                 )
                 if wait:
+                    # No countdown in the reason: failure reasons are counted by their text.
                     raise ClientError(
                         f"one full scrape per {self._full_scrape_interval} s per address;"
-                        f" try again in {wait} s"
+                        " try again later"
                     )
             rows = await self.store.scrape_all()
             if access.active:

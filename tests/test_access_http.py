@@ -171,7 +171,7 @@ async def test_full_scrape_once_per_address_per_period(tracker_client):
     await c.announce(OTHER, pid(1))
     assert set(ok(await c.get("/scrape"))[b"files"]) == {OTHER}
     r = await c.get("/scrape")
-    assert failure(r).startswith("one full scrape per 300 s per address; try again in ")
+    assert failure(r) == "one full scrape per 300 s per address; try again later"
     ok(await c.scrape(OTHER))  # scraping named torrents is not limited
     c.tracker.budgets.full_scrapes.clear()  # what the period's end does
     ok(await c.get("/scrape"))
@@ -484,3 +484,47 @@ async def test_stopped_and_completed_go_through_the_same_checks(tracker_client, 
     if mode == "private":
         assert failure(await c.announce(t.v1, pid(1), event="stopped")) == NO_PASSKEY
         assert await stats(c) == (1, 0, 1)
+
+
+async def test_a_rescan_that_finds_nothing_new_keeps_the_rules(tracker_client, tmp_path):
+    Torrent("a").write(tmp_path / "torrents")
+    allow = write_lines(tmp_path / "allow.txt", OTHER.hex())
+    c = await tracker_client(
+        base_dir=tmp_path,
+        access={"mode": "listed", "torrents_dir": "torrents", "allow_list": "allow.txt"},
+    )
+    rules = c.tracker.access.rules
+    await c.tracker.access.refresh()
+    assert c.tracker.access.rules is rules
+    write_lines(allow, OTHER.hex(), (b"\x01" * 20).hex())
+    await c.tracker.access.refresh()
+    assert c.tracker.access.rules is not rules
+    ok(await c.announce(b"\x01" * 20, pid(1)))
+
+
+async def test_reading_a_big_list_leaves_the_event_loop_free(tracker_client, tmp_path):
+    import asyncio
+
+    allow = tmp_path / "allow.txt"
+    allow.write_text("".join(os.urandom(20).hex() + "\n" for _ in range(200_000)))
+    c = await tracker_client(
+        base_dir=tmp_path, access={"mode": "listed", "allow_list": "allow.txt"}
+    )
+    with allow.open("a") as fh:
+        fh.write(OTHER.hex() + "\n")
+    ticks = 0
+    done = False
+
+    async def ticker():
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await c.tracker.access.refresh()
+    done = True
+    await task
+    assert ticks >= 2  # the loop kept running while the list was read and the set built
+    assert len(c.tracker.access.rules.allowed) == 200_001
+    ok(await c.announce(OTHER, pid(1)))
