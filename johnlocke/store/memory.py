@@ -571,12 +571,14 @@ class MemoryView:
             col = addrs[t]
             top = metas[t][f * META_LEN + _KEY + 3 : (f + c) * META_LEN : META_LEN]
             flags = top.translate(table)
-            if 0 not in flags:  # usually: every peer of the run qualifies
-                out.append(col[f * w : (f + c) * w])
-                continue
-            for i, speaks in enumerate(flags):
-                if speaks:
-                    out.append(col[(f + i) * w : (f + i + 1) * w])
+            # One slice per stretch of peers that qualify (usually the whole run).
+            i = flags.find(1)
+            while i >= 0:
+                j = flags.find(0, i)
+                if j < 0:
+                    j = c
+                out.append(col[(f + i) * w : (f + j) * w])
+                i = flags.find(1, j)
         return b"".join(out)
 
     def peer_list(self, picks: list[Pick]) -> list[tuple[bytes, bytes]]:
