@@ -176,8 +176,7 @@ class Store(Protocol):
           as it is, and the view's ``updated`` is False.
         - ``max_per_ip``: a peer new to the swarm is refused with ``ClientError`` when its IP
           already has that many peers in the swarm. A driver may count approximately, but
-          only ever too many, never too few (the memory store shares counters on hash
-          collisions).
+          only ever too many, never too few.
         - ``create=False``: a swarm the store does not hold is not created; ``SwarmNotFound``
           is raised instead.
 
@@ -186,9 +185,9 @@ class Store(Protocol):
         remembers, per peer, every hash it announced under, and the view's ``compact``,
         ``peer_list`` and ``candidates`` leave out peers that did not announce under the same
         one (``count``, ``sample`` and ``describe`` still include them, so a strategy's picks
-        and their descriptions line up). A
-        hybrid-aware client greets a peer with the hash of the answer that named it, so a v1-only
-        peer named in a v2 answer would be greeted with the v2 hash and hang up.
+        and their descriptions line up). A hybrid-aware client greets a peer with the hash of
+        the answer that named it, so a v1-only peer named in a v2 answer would be greeted with
+        the v2 hash and hang up.
 
         Besides the ``SwarmView`` attributes, the view tells what this announce did:
         ``completed`` (it counted a download), ``updated`` (False when held) and ``created``
