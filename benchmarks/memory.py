@@ -244,8 +244,12 @@ def measure(srv: bl.Server, swarms: int, per_swarm: int, args: argparse.Namespac
     out["held_ok"] = not wrong and "fill_error" not in out and not errors
     if out["rss_before_kib"] is not None and out["rss_after_kib"] is not None:
         grown = (out["rss_after_kib"] - out["rss_before_kib"]) * 1024
-        # A partial fill (time limit) is divided by the peers announced, and says so.
-        out["bytes_per_peer"] = grown / max(1, answered if "fill_error" in out else out["peers"])
+        # A partial fill (time limit) is divided by the peers it holds (counted by the scrape
+        # when it covered every swarm, else the announces answered), and says so.
+        peers = out["peers"]
+        if "fill_error" in out:
+            peers = held if len(sample) == swarms else answered
+        out["bytes_per_peer"] = grown / max(1, peers)
         out["bytes_per_peer_partial"] = "fill_error" in out
     return out
 
@@ -310,7 +314,7 @@ def main() -> int:
         print(table_line(r))
     print()
     if any(r.get("bytes_per_peer_partial") for r in results):
-        print("* partial fill (time limit): RSS growth divided by the announces answered\n")
+        print("* partial fill (time limit): RSS growth divided by the peers it holds\n")
     print("TARGETS (JohnLocke)")
     verdicts = []
     for r in results:

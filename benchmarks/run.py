@@ -1,6 +1,6 @@
 """Throughput benchmark: JohnLocke side by side with reference servers, in one run.
 
-    python benchmarks/run.py            # full run: 2 rounds x 10 s per server and scenario
+    python benchmarks/run.py            # full run: 3 rounds x 7 s per server and scenario
     python benchmarks/run.py --quick    # smoke run: 1 round x 3 s
     python benchmarks/run.py --duration 20 --rounds 3
 
@@ -52,8 +52,8 @@ def parse_args() -> argparse.Namespace:
         description="JohnLocke vs reference trackers: throughput, latency, RSS, in one run."
     )
     p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 10, quick 3)")
-    p.add_argument("--rounds", type=int, help="rounds per scenario (default 2, quick 1)")
+    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
+    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
     p.add_argument("--swarms", type=int, default=1000, help="swarms (default 1000)")
@@ -70,8 +70,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     a = p.parse_args()
-    a.duration = a.duration or (3.0 if a.quick else 10.0)
-    a.rounds = a.rounds or (1 if a.quick else 2)
+    a.duration = a.duration or (3.0 if a.quick else 7.0)
+    a.rounds = a.rounds or (1 if a.quick else 3)
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.servers:
