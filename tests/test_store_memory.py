@@ -85,7 +85,9 @@ def test_runs_choose_distinct_slots_never_skip_and_exactly_k():
                 if k < 0:
                     continue
                 slots = [
-                    s for _, first, count in runs(0, n, skip, k, rng) for s in range(first, first + count)
+                    s
+                    for _, first, count in runs(0, n, skip, k, rng)
+                    for s in range(first, first + count)
                 ]
                 assert len(slots) == len(set(slots)) == min(max(k, 0), max(avail, 0))
                 assert all(0 <= s < n and s != skip for s in slots), (n, skip, k)
