@@ -158,22 +158,39 @@ def _query_dict(query: bytes) -> dict[bytes, bytes]:
     return params
 
 
-def _count(params: dict[bytes, bytes], name: bytes, label: str) -> int:
-    value = params.get(name)
+# The parameters an announce uses, found in one C-level scan; everything else a client sends
+# (supportcrypto, corrupt, redundant...) is skipped without a Python step per parameter.
+_ANNOUNCE_PARAMS = re.compile(
+    rb"(?:^|&)(info_hash|peer_id|port|left|uploaded|downloaded|numwant|event|compact"
+    rb"|no_peer_id|key|trackerid|ip|ipv4|ipv6|passkey)=([^&]*)"
+)
+
+
+def _count(name: bytes, value: bytes | None) -> int:
     if value is None:
         return 0
     if value.isdigit() and len(value) <= _MAX_DIGITS:
         return int(value)
-    return _uint(label, _unescape(name, value))
+    return _uint(name.decode(), _unescape(name, value))
+
+
+def _text(name: bytes, value: bytes | None) -> bytes | None:
+    if value is None or b"%" not in value:
+        return value
+    return _unescape(name, value)
 
 
 def parse_announce(query: bytes) -> AnnounceRequest:
     """Parse the raw query of an announce. Raises ClientError naming the first bad parameter.
 
-    Values are decoded only when used: this runs on every announce, and most parameters of a
-    real client's query (supportcrypto, corrupt, redundant...) are never looked at.
+    Values are decoded only when used: this runs on every announce. Parameter names are matched
+    as sent; a client that percent-encodes names too is served by the slower general path.
     """
-    params = _query_dict(query)
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ClientError(f"query string too long (over {MAX_QUERY_LENGTH} bytes)")
+    params = dict(_ANNOUNCE_PARAMS.findall(query))
+    if b"info_hash" not in params and b"%" in query:
+        params = _query_dict(query)
     get = params.get
     info_hash = get(b"info_hash")
     if info_hash is None:
@@ -187,55 +204,40 @@ def parse_announce(query: bytes) -> AnnounceRequest:
     peer_id = _unescape(b"peer_id", peer_id)
     if len(peer_id) != 20:
         raise ClientError(f"peer_id must be 20 bytes, got {len(peer_id)}")
-    port_raw = get(b"port")
-    if port_raw is None:
+    port = get(b"port")
+    if port is None:
         raise ClientError("missing port")
-    port = _uint("port", _unescape(b"port", port_raw))
+    port = _count(b"port", port)
     if not 0 < port < 65536:
         raise ClientError("port must be between 1 and 65535")
-    left = _count(params, b"left", "left")
-    uploaded = _count(params, b"uploaded", "uploaded")
-    downloaded = _count(params, b"downloaded", "downloaded")
     numwant = get(b"numwant")
     if numwant is not None:
-        numwant = _uint("numwant", _unescape(b"numwant", numwant))
+        numwant = _count(b"numwant", numwant)
     event = get(b"event")
     if event is None:
         event = EVENT_NONE
     else:
         try:
-            event = _EVENTS[_unescape(b"event", event)]
+            event = _EVENTS[_text(b"event", event)]
         except KeyError:
             raise ClientError(
                 "unknown event (expected started, completed, stopped, paused or empty)"
             ) from None
-    key = get(b"key")
-    if key is not None:
-        key = _unescape(b"key", key)
-    trackerid = get(b"trackerid")
-    if trackerid is not None:
-        trackerid = _unescape(b"trackerid", trackerid)
-    ip = get(b"ip") or get(b"ipv4") or get(b"ipv6")
-    if ip is not None:
-        ip = _unescape(b"ip", ip)
-    passkey = get(b"passkey")
-    if passkey is not None:
-        passkey = _unescape(b"passkey", passkey)
     return AnnounceRequest(
         info_hash,
         peer_id,
         port,
-        uploaded,
-        downloaded,
-        left,
+        _count(b"uploaded", get(b"uploaded")),
+        _count(b"downloaded", get(b"downloaded")),
+        _count(b"left", get(b"left")),
         event,
         get(b"compact") != b"0",
         get(b"no_peer_id", b"0") != b"0",
         numwant,
-        key,
-        trackerid,
-        ip,
-        passkey,
+        _text(b"key", get(b"key")),
+        _text(b"trackerid", get(b"trackerid")),
+        _text(b"ip", get(b"ip") or get(b"ipv4") or get(b"ipv6")),
+        _text(b"passkey", get(b"passkey")),
     )
 
 
@@ -276,6 +278,30 @@ def encode_failure(reason: str) -> bytes:
     return b"d14:failure reason%se" % bstr(reason.encode("utf-8"))
 
 
+_ANNOUNCE = (
+    b"d8:completei%de10:downloadedi%de11:external ip%d:%s10:incompletei%de"
+    b"8:intervali%de12:min intervali%de5:peers%s6:peers6%s%se"
+)
+_COMPACT_V4 = (
+    b"d8:completei%de10:downloadedi%de11:external ip%d:%s10:incompletei%de"
+    b"8:intervali%de12:min intervali%de5:peers%d:%s6:peers60:%se"
+)
+_COMPACT_V6 = (
+    b"d8:completei%de10:downloadedi%de11:external ip%d:%s10:incompletei%de"
+    b"8:intervali%de12:min intervali%de5:peers0:6:peers6%d:%s%se"
+)
+
+
+def announce_extra(tracker_id: bytes | None = None, warning: bytes | None = None) -> bytes:
+    """The optional keys that sort after ``peers6``, bencoded, for ``encode_*announce``."""
+    out = b""
+    if tracker_id is not None:
+        out += b"10:tracker id" + bstr(tracker_id)
+    if warning is not None:
+        out += b"15:warning message" + bstr(warning)
+    return out
+
+
 def encode_announce(
     interval: int,
     min_interval: int,
@@ -285,26 +311,33 @@ def encode_announce(
     peers: bytes,
     peers6: bytes,
     external_ip: bytes,
-    tracker_id: bytes | None = None,
-    warning: bytes | None = None,
+    extra: bytes = b"",
 ) -> bytes:
-    """An announce answer. ``peers``/``peers6`` are already bencoded values (see below)."""
-    parts = [
-        b"d8:completei%de10:downloadedi%de11:external ip%s10:incompletei%de"
-        b"8:intervali%de12:min intervali%de5:peers"
-        % (complete, downloaded, bstr(external_ip), incomplete, interval, min_interval),
-        peers,
-        b"6:peers6",
-        peers6,
-    ]
-    if tracker_id is not None:
-        parts.append(b"10:tracker id")
-        parts.append(bstr(tracker_id))
-    if warning is not None:
-        parts.append(b"15:warning message")
-        parts.append(bstr(warning))
-    parts.append(b"e")
-    return b"".join(parts)
+    """An announce answer. ``peers``/``peers6`` are bencoded values (a compact string, or a list
+    of dicts); ``extra`` comes from ``announce_extra``."""
+    return _ANNOUNCE % (
+        complete, downloaded, len(external_ip), external_ip, incomplete, interval,
+        min_interval, peers, peers6, extra,
+    )  # fmt: skip
+
+
+def encode_compact_announce(
+    interval: int,
+    min_interval: int,
+    complete: int,
+    incomplete: int,
+    downloaded: int,
+    peers: bytes,
+    v6: bool,
+    external_ip: bytes,
+    extra: bytes = b"",
+) -> bytes:
+    """The common answer in one formatting step: ``peers`` are concatenated compact addresses,
+    sent as ``peers6`` if ``v6``. Same output as ``encode_announce`` with bencoded strings."""
+    return (_COMPACT_V6 if v6 else _COMPACT_V4) % (
+        complete, downloaded, len(external_ip), external_ip, incomplete, interval,
+        min_interval, len(peers), peers, extra,
+    )  # fmt: skip
 
 
 EMPTY_STRING = b"0:"

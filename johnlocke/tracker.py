@@ -23,8 +23,13 @@ from johnlocke import protocol
 from johnlocke.access import Access, AddressBudgets
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
-from johnlocke.protocol import EVENT_COMPLETED, EVENT_STOPPED, AnnounceRequest
-from johnlocke.store import ADDR_LEN, Store, SwarmNotFound, SwarmView
+from johnlocke.protocol import (
+    EVENT_COMPLETED,
+    EVENT_STOPPED,
+    AnnounceRequest,
+    encode_compact_announce,
+)
+from johnlocke.store import Store, SwarmNotFound, SwarmView
 from johnlocke.strategy import StrategySet
 
 log = logging.getLogger("johnlocke.tracker")
@@ -41,6 +46,7 @@ class Tracker:
         self.rng = random.Random()
         # Sent to clients that did not echo one back (BEP 3 "tracker id"); stable per process.
         self.tracker_id = os.urandom(4).hex().encode()
+        self._tracker_id_key = protocol.announce_extra(self.tracker_id)
         self._sweeper: asyncio.Task[None] | None = None
         self._apply(config)
 
@@ -73,22 +79,15 @@ class Tracker:
             ip = protocol.parse_ip(req.ip)
         addr = ip + req.port.to_bytes(2, "big")
         key_hash = crc32(req.key) if req.key else 0
-        tracker_id = None if req.trackerid else self.tracker_id
+        extra = b"" if req.trackerid else self._tracker_id_key
         if req.event == EVENT_STOPPED:
             complete, incomplete, downloaded = await self.store.remove(
                 info_hash, req.peer_id, addr, key_hash
             )
-            return protocol.encode_announce(
-                self._interval,
-                self._min_interval,
-                complete,
-                incomplete,
-                downloaded,
-                protocol.EMPTY_STRING,
-                protocol.EMPTY_STRING,
-                ip,
-                tracker_id,
-            )
+            return encode_compact_announce(
+                self._interval, self._min_interval, complete, incomplete, downloaded,
+                b"", len(ip) == 16, ip, extra,
+            )  # fmt: skip
         # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
         # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
         completed = req.event == EVENT_COMPLETED
@@ -106,7 +105,8 @@ class Tracker:
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:
             numwant = self._numwant_max
-        chosen = self.strategies.choose(view)
+        strategies = self.strategies
+        chosen = strategies.choose(view) if strategies.rules else strategies.default
         interval = self._interval
         min_interval = self._min_interval
         if chosen.interval is not None:
@@ -115,8 +115,7 @@ class Tracker:
                 interval = wanted
                 if min_interval > wanted:
                     min_interval = wanted
-        warning = None
-        if not view.updated:
+        if self._hold and not view.updated:
             if min_interval < self._hold:
                 # The swarm's strategy asks for announces sooner than [announce] min_interval:
                 # hold by the min interval this client is told. (A held announce changed
@@ -137,33 +136,23 @@ class Tracker:
                     b"announce not recorded: sent less than the min interval (%d s) after the"
                     b" last one" % min_interval
                 )
+                extra = protocol.announce_extra(None if req.trackerid else self.tracker_id, warning)
         picks = chosen.strategy.select(view, numwant, self.rng) if numwant else []
         if req.compact:
             blob = view.compact(picks)
-            if len(blob) > numwant * ADDR_LEN[view.family]:
-                blob = blob[: numwant * ADDR_LEN[view.family]]  # a strategy sent too many
-            compact = protocol.bstr(blob)
-            if view.family:
-                peers, peers6 = protocol.EMPTY_STRING, compact
-            else:
-                peers, peers6 = compact, protocol.EMPTY_STRING
-        else:
-            peers = protocol.dict_peers_value(
-                [_dict_peer(a, p) for a, p in view.peer_list(picks)[:numwant]], req.no_peer_id
-            )
-            peers6 = protocol.EMPTY_STRING
-        return protocol.encode_announce(
-            interval,
-            min_interval,
-            view.complete,
-            view.incomplete,
-            view.downloaded,
-            peers,
-            peers6,
-            ip,
-            tracker_id,
-            warning,
+            if len(blob) > numwant * len(addr):
+                blob = blob[: numwant * len(addr)]  # a strategy sent too many
+            return encode_compact_announce(
+                interval, min_interval, view.complete, view.incomplete, view.downloaded,
+                blob, len(ip) == 16, ip, extra,
+            )  # fmt: skip
+        peers = protocol.dict_peers_value(
+            [_dict_peer(a, p) for a, p in view.peer_list(picks)[:numwant]], req.no_peer_id
         )
+        return protocol.encode_announce(
+            interval, min_interval, view.complete, view.incomplete, view.downloaded,
+            peers, protocol.EMPTY_STRING, ip, extra,
+        )  # fmt: skip
 
     async def _announce_with_options(
         self,

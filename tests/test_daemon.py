@@ -60,3 +60,25 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one():
         d.proc.send_signal(signal.SIGHUP)
         d.wait_for_log("reload of tracker failed", timeout=10)
         assert announce(d.url)[b"interval"] == 700
+
+
+def test_sighup_swaps_the_strategy_and_keeps_every_swarm():
+    with run_daemon("") as d:
+        port_line = f'[http]\nhost = "127.0.0.1"\nport = {d.port}\n'
+        for port in (7001, 7002, 7003):
+            pid = f"-JL0001-{port:012d}"
+            url = f"{d.url}/announce?info_hash={IH}&peer_id={pid}&port={port}&left=10"
+            urllib.request.urlopen(url).close()
+        before = announce(d.url, port=7004)
+        assert before[b"interval"] == 1800 and len(before[b"peers"]) == 3 * 6
+        d.config_path.write_text(
+            port_line + '[strategy]\nname = "small-group"\noptions = { interval = 45 }\n'
+        )
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("configuration reloaded", timeout=10)
+        after = announce(d.url, port=7004)
+        assert after[b"interval"] == 45  # the new strategy answers...
+        assert sorted(after[b"peers"][i : i + 6] for i in range(0, 18, 6)) == sorted(
+            before[b"peers"][i : i + 6] for i in range(0, 18, 6)
+        )  # ...from the same swarm
+        assert (after[b"complete"], after[b"incomplete"]) == (1, 3)

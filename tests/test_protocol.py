@@ -252,17 +252,11 @@ def test_parse_ip_rejects(text):
 
 def test_announce_encoding_decodes_with_a_real_bencode_library():
     peers = [bytes([127, 0, 0, 1, 0x1A, 0xE1]), bytes([10, 0, 0, 2, 0, 80])]
+    extra = protocol.announce_extra(b"abc", b"be nice")
     body = protocol.encode_announce(
-        1800,
-        900,
-        3,
-        4,
-        5,
-        protocol.bstr(b"".join(peers)),
-        protocol.EMPTY_STRING,
-        bytes([127, 0, 0, 1]),
-        b"abc",
-    )
+        1800, 900, 3, 4, 5, protocol.bstr(b"".join(peers)), protocol.EMPTY_STRING,
+        bytes([127, 0, 0, 1]), extra,
+    )  # fmt: skip
     d = bencodepy.decode(body)
     assert d == {
         b"complete": 3,
@@ -274,8 +268,22 @@ def test_announce_encoding_decodes_with_a_real_bencode_library():
         b"peers6": b"",
         b"external ip": bytes([127, 0, 0, 1]),
         b"tracker id": b"abc",
+        b"warning message": b"be nice",
     }
     # bencode requires sorted keys: re-encoding with a strict encoder gives the same bytes.
+    assert bencodepy.encode(d) == body
+    # The one-step compact encoder says exactly the same thing.
+    fast = protocol.encode_compact_announce(
+        1800, 900, 3, 4, 5, b"".join(peers), False, bytes([127, 0, 0, 1]), extra
+    )
+    assert fast == body
+
+
+def test_compact_ipv6_answer_puts_peers_in_peers6():
+    peer = bytes(15) + b"\x01" + b"\x1a\xe1"
+    body = protocol.encode_compact_announce(60, 30, 1, 0, 0, peer, True, bytes(16))
+    d = bencodepy.decode(body)
+    assert d[b"peers"] == b"" and d[b"peers6"] == peer and d[b"external ip"] == bytes(16)
     assert bencodepy.encode(d) == body
 
 

@@ -86,7 +86,9 @@ def test_runs_choose_distinct_slots_never_skip_and_exactly_k():
                 if k < 0:
                     continue
                 slots = [
-                    s for first, count in runs(n, skip, k, rng) for s in range(first, first + count)
+                    s
+                    for _, first, count in runs(0, n, skip, k, rng)
+                    for s in range(first, first + count)
                 ]
                 assert len(slots) == len(set(slots)) == min(max(k, 0), max(avail, 0))
                 assert all(0 <= s < n and s != skip for s in slots), (n, skip, k)
@@ -97,7 +99,7 @@ def test_runs_pick_every_slot_equally_often():
     n, skip, k, rounds = 100, 37, 50, 4000
     hits = [0] * n
     for _ in range(rounds):
-        for first, count in runs(n, skip, k, rng):
+        for _, first, count in runs(0, n, skip, k, rng):
             for s in range(first, first + count):
                 hits[s] += 1
     assert hits[skip] == 0

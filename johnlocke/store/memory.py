@@ -153,43 +153,63 @@ class IpCounts:
         self.filled = len(live)
 
 
-def runs(n: int, skip: int, k: int, rng: random.Random) -> list[tuple[int, int]]:
-    """Choose ``min(k, n - 1 or n)`` of slots ``0..n-1``, never ``skip``, as (first, count) runs.
+def runs(t: int, n: int, skip: int, k: int, rng: random.Random) -> list[Pick]:
+    """Choose ``min(k, n - 1 or n)`` of table ``t``'s slots ``0..n-1``, never ``skip``, as picks.
 
     ``skip >= n`` means nothing is skipped. Each slot is chosen with the same probability. The
     choice is ``r = ceil(k / 8)`` runs of consecutive virtual positions, evenly spaced and all
-    rotated by one random offset; virtual positions leave out ``skip``.
+    rotated by one random offset; virtual positions leave out ``skip``. This runs on every
+    announce, hence one fused loop.
     """
     avail = n - 1 if skip < n else n
-    if k > avail:
-        k = avail
+    if k >= avail:
+        if avail <= 0:
+            return []
+        if skip >= n:
+            return [(t, 0, n)]
+        out = [(t, 0, skip)] if skip else []
+        if skip < avail:
+            out.append((t, skip + 1, avail - skip))
+        return out
     if k <= 0:
         return []
-    if k == avail:
-        spans = [(0, avail)]
+    r = (k + _RUN - 1) // _RUN
+    if avail < k + r:
+        r = 1  # too dense for separate runs: one window
+    base, extra = divmod(k, r)
+    step = avail / r
+    rot = int(rng.random() * avail)
+    out = []
+    for j in range(r):
+        v = int(j * step) + rot
+        if v >= avail:
+            v -= avail
+        end = v + (base + 1 if j < extra else base)
+        if end > avail:  # wraps around: two spans
+            _place(out, t, v, avail, skip)
+            _place(out, t, 0, end - avail, skip)
+        elif end <= skip:
+            out.append((t, v, end - v))
+        elif v >= skip:
+            out.append((t, v + 1, end - v))
+        else:
+            out.append((t, v, skip - v))
+            out.append((t, skip + 1, end - skip))
+    return out
+
+
+def _place(out: list[Pick], t: int, v: int, end: int, skip: int) -> None:
+    """Append virtual positions [v, end) of table t as slot runs, stepping over ``skip``."""
+    if end <= skip:
+        out.append((t, v, end - v))
+    elif v >= skip:
+        out.append((t, v + 1, end - v))
     else:
-        r = -(-k // _RUN)
-        if avail < k + r:
-            r = 1  # too dense for separate runs: one window
-        base, extra = divmod(k, r)
-        step = avail / r
-        rot = rng.randrange(avail)
-        spans = []
-        for j in range(r):
-            length = base + (j < extra)
-            v = int(j * step) + rot
-            if v >= avail:
-                v -= avail
-            end = v + length
-            if end > avail:
-                spans.append((v, avail - v))
-                spans.append((0, end - avail))
-            else:
-                spans.append((v, length))
-    return _around(spans, n, skip)
+        out.append((t, v, skip - v))
+        out.append((t, skip + 1, end - skip))
 
 
-def window(n: int, skip: int, start: int, k: int) -> list[tuple[int, int]]:
+def window(t: int, n: int, skip: int, start: int, k: int) -> list[Pick]:
     """``min(k, available)`` consecutive slots from virtual position ``start`` (wrapping)."""
     avail = n - 1 if skip < n else n
     if k > avail:
@@ -198,24 +218,12 @@ def window(n: int, skip: int, start: int, k: int) -> list[tuple[int, int]]:
         return []
     v = start % avail
     end = v + k
-    spans = [(v, k)] if end <= avail else [(v, avail - v), (0, end - avail)]
-    return _around(spans, n, skip)
-
-
-def _around(spans: list[tuple[int, int]], n: int, skip: int) -> list[tuple[int, int]]:
-    """Virtual-position spans (``skip`` left out) to slot spans."""
-    if skip >= n:
-        return spans
-    out = []
-    for a, length in spans:
-        b = a + length
-        if b <= skip:
-            out.append((a, length))
-        elif a >= skip:
-            out.append((a + 1, length))
-        else:
-            out.append((a, skip - a))
-            out.append((skip + 1, b - skip))
+    out: list[Pick] = []
+    if end <= avail:
+        _place(out, t, v, end, skip)
+    else:
+        _place(out, t, v, avail, skip)
+        _place(out, t, 0, end - avail, skip)
     return out
 
 
@@ -510,14 +518,12 @@ class MemoryView:
     def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
         t = (self.table & 2) | (not seeders)
         n = len(self.swarm.meta[t]) // META_LEN
-        skip = self.slot if t == self.table else n
-        return [(t, first, count) for first, count in runs(n, skip, k, rng)]
+        return runs(t, n, self.slot if t == self.table else n, k, rng)
 
     def window(self, seeders: bool, start: int, k: int) -> list[Pick]:
         t = (self.table & 2) | (not seeders)
         n = len(self.swarm.meta[t]) // META_LEN
-        skip = self.slot if t == self.table else n
-        return [(t, first, count) for first, count in window(n, skip, start, k)]
+        return window(t, n, self.slot if t == self.table else n, start, k)
 
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
         found = self.describe(self.sample(seeders, limit, rng))
@@ -561,13 +567,13 @@ class MemoryView:
 
     def compact(self, picks: list[Pick]) -> bytes:
         addrs = self.swarm.addrs
+        w = _WIDTH[self.table]  # picks are all of the announcer's family
         if not self.proto:
-            return b"".join([addrs[t][f * _WIDTH[t] : (f + c) * _WIDTH[t]] for t, f, c in picks])
+            return b"".join([addrs[t][f * w : (f + c) * w] for t, f, c in picks])
         table = _SPEAKS[self.proto]
         metas = self.swarm.meta
         out = []
         for t, f, c in picks:
-            w = _WIDTH[t]
             col = addrs[t]
             top = metas[t][f * META_LEN + _KEY + 3 : (f + c) * META_LEN : META_LEN]
             flags = top.translate(table)

@@ -1,0 +1,731 @@
+"""Shared pieces of the benchmark scripts: workload, processes, installers, HTTP client, checks.
+
+Nothing here talks to anything but 127.0.0.0/8. Every subprocess is started through a
+``Processes`` set that kills the whole process group on exit, on an exception and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results"
+HOST = "127.0.0.1"
+
+# Cores: the tracker under test runs alone on TRACKER_CORE, the load generator on LOAD_CORE.
+TRACKER_CORE = 1
+LOAD_CORE = 0
+
+USER_AGENT = "libtorrent/2.1.1.0"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --- libtorrent-style requests -------------------------------------------------------------
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_QUOTE = [chr(c) if c in _UNRESERVED else f"%{c:02x}" for c in range(256)]
+
+
+def lt_quote(value: bytes) -> str:
+    """Percent-encode as libtorrent does: unreserved characters raw, the rest %xx lower case."""
+    return "".join([_QUOTE[c] for c in value])
+
+
+PIECE = 16384
+TORRENT_SIZE = 700 * 1024 * 1024
+
+
+@dataclass
+class Peer:
+    peer_id: bytes
+    port: int
+    key: str
+    left: int  # 0 for a seeder
+
+    def query(self, info_hash_q: str, event: str | None, numwant: int) -> str:
+        # Same parameters, in the same order, as libtorrent 2.1.1 (see shared/fixtures/clients).
+        downloaded = TORRENT_SIZE - self.left
+        parts = [
+            f"/announce?info_hash={info_hash_q}&peer_id={lt_quote(self.peer_id)}",
+            f"&port={self.port}&uploaded=0&downloaded={downloaded}&left={self.left}",
+            f"&corrupt=0&key={self.key}",
+            f"&event={event}" if event else "",
+            f"&numwant={numwant}&compact=1&no_peer_id=1&supportcrypto=1&redundant=0",
+        ]
+        return "".join(parts)
+
+
+class Workload:
+    """``swarms`` torrents of ``peers`` peers each, ``seed_ratio`` of them seeders (left=0).
+
+    Deterministic for a given seed. Peer ``j`` of a swarm uses port ``first_port + j`` so that
+    trackers which key peers by ip:port (opentracker, bittorrent-tracker) see distinct peers even
+    though every request comes from 127.0.0.1.
+    """
+
+    def __init__(
+        self,
+        swarms: int,
+        peers: int,
+        seed_ratio: float = 0.25,
+        seed: int = 1,
+        first_port: int = 10000,
+    ) -> None:
+        if peers + first_port > 65536:
+            raise ValueError("too many peers per swarm for distinct ports on one IP")
+        rng = random.Random(seed)
+        self.rng = rng
+        self.info_hashes = [rng.randbytes(20) for _ in range(swarms)]
+        self.hash_q = [lt_quote(h) for h in self.info_hashes]
+        seeders = round(peers * seed_ratio)
+        self.seeders_per_swarm = seeders
+        self.peers_per_swarm = peers
+        self.swarm_peers: list[list[Peer]] = []
+        for _ in range(swarms):
+            members = []
+            for j in range(peers):
+                left = 0 if j < seeders else rng.randrange(1, TORRENT_SIZE // PIECE) * PIECE
+                members.append(
+                    Peer(
+                        b"-LT2110-" + rng.randbytes(12),
+                        first_port + j,
+                        f"{rng.getrandbits(32):08X}",
+                        left,
+                    )
+                )
+            self.swarm_peers.append(members)
+
+    def started_paths(self, numwant: int = 50) -> list[str]:
+        """One event=started announce per peer, interleaved so every swarm grows together."""
+        out = []
+        for j in range(self.peers_per_swarm):
+            for s, members in enumerate(self.swarm_peers):
+                out.append(members[j].query(self.hash_q[s], "started", numwant))
+        return out
+
+    def reannounce_paths(self, numwant: int = 50, shuffle_seed: int = 2) -> list[str]:
+        """One regular re-announce (no event) per known peer, in a shuffled order."""
+        out = [
+            p.query(self.hash_q[s], None, numwant)
+            for s, members in enumerate(self.swarm_peers)
+            for p in members
+        ]
+        random.Random(shuffle_seed).shuffle(out)
+        return out
+
+    def scrape_paths(self, shuffle_seed: int = 3) -> list[str]:
+        """One single-info_hash scrape per swarm, shuffled."""
+        out = [f"/scrape?info_hash={q}" for q in self.hash_q]
+        random.Random(shuffle_seed).shuffle(out)
+        return out
+
+
+def info_hash_of(path: str) -> bytes:
+    """The info_hash a request path carries (percent-decoded)."""
+    from urllib.parse import unquote_to_bytes
+
+    query = path.partition("?")[2]
+    for piece in query.split("&"):
+        name, _, value = piece.partition("=")
+        if name == "info_hash":
+            return unquote_to_bytes(value)
+    raise ValueError(f"no info_hash in {path[:80]}")
+
+
+# --- answer checks ------------------------------------------------------------------------
+
+
+def decode(body: bytes) -> object:
+    import bencodepy
+
+    return bencodepy.decode(body)
+
+
+def check_announce(body: bytes, min_peers: int = 40, expect_total: int | None = None) -> str | None:
+    """None if ``body`` is a valid compact announce answer with >= min_peers peers, else why."""
+    try:
+        d = decode(body)
+    except Exception as exc:  # bencodepy raises several types
+        return f"not bencode ({exc.__class__.__name__}): {body[:60]!r}"
+    if not isinstance(d, dict):
+        return "not a dictionary"
+    if b"failure reason" in d:
+        return f"failure reason: {d[b'failure reason'][:80]!r}"
+    peers = d.get(b"peers")
+    if not isinstance(peers, bytes):
+        return f"peers is not a compact string: {type(peers).__name__}"
+    if len(peers) % 6:
+        return f"compact peers of {len(peers)} bytes (not a multiple of 6)"
+    if len(peers) // 6 < min_peers:
+        return f"only {len(peers) // 6} peers (want >= {min_peers})"
+    if not isinstance(d.get(b"interval"), int):
+        return "no interval"
+    if expect_total is not None:
+        total = d.get(b"complete", 0) + d.get(b"incomplete", 0)
+        if abs(total - expect_total) > max(2, expect_total // 20):
+            return f"swarm counts {total}, want ~{expect_total}"
+    return None
+
+
+def check_scrape(
+    body: bytes, info_hash: bytes, expect: tuple[int, int] | None = None
+) -> tuple[str | None, tuple[int, int] | None]:
+    """(error or None, (complete, incomplete) of the single file entry or None)."""
+    try:
+        d = decode(body)
+    except Exception as exc:
+        return f"not bencode ({exc.__class__.__name__}): {body[:60]!r}", None
+    if not isinstance(d, dict):
+        return "not a dictionary", None
+    if b"failure reason" in d:
+        return f"failure reason: {d[b'failure reason'][:80]!r}", None
+    files = d.get(b"files")
+    if not isinstance(files, dict) or len(files) != 1:
+        return f"files should hold one entry, got {files!r:.80}", None
+    ((key, entry),) = files.items()
+    counts = (entry.get(b"complete"), entry.get(b"incomplete"))
+    if key != info_hash:
+        return f"entry key {key[:24]!r} ({len(key)} bytes) is not the requested info_hash", counts
+    if expect is not None and counts != expect:
+        return f"counts {counts}, want {expect}", counts
+    return None, counts
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def pinned(argv: Sequence[str], core: int | None) -> list[str]:
+    if core is None or not shutil.which("taskset"):
+        return list(argv)
+    return ["taskset", "-c", str(core), *argv]
+
+
+def cores_ok() -> bool:
+    return (os.cpu_count() or 1) >= 2
+
+
+def pin_self(core: int | None) -> None:
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {core})
+
+
+class Processes:
+    """Every child process, each in its own process group; all are killed on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Processes:
+        # SIGTERM (and SIGHUP) become SystemExit so that `finally` blocks run; Ctrl-C is
+        # KeyboardInterrupt already.
+        def _exit(signum: int, _frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start(self, argv: Sequence[str], log_path: Path, **kw: object) -> subprocess.Popen:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kw,  # type: ignore[arg-type]
+            )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 5.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(grace)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            try:
+                self.stop(proc)
+            except Exception as exc:  # keep killing the others
+                log(f"  could not stop pid {proc.pid}: {exc}")
+
+
+def proc_status_kib(pid: int, field_name: str) -> int | None:
+    """VmRSS / VmHWM (KiB) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# --- installing the tools -----------------------------------------------------------------
+
+_apt_updated = False
+
+
+def _run_quiet(argv: Sequence[str], timeout: float, **kw: object) -> bool:
+    try:
+        r = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            **kw,  # type: ignore[arg-type]
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"  {' '.join(argv[:4])}: {exc}")
+        return False
+    if r.returncode != 0:
+        log(f"  {' '.join(argv[:4])} failed:\n    " + r.stdout.decode(errors="replace")[-600:])
+    return r.returncode == 0
+
+
+def apt_install(*packages: str) -> bool:
+    global _apt_updated
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        log(f"  cannot install {' '.join(packages)}: needs apt-get as root")
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if not _apt_updated:
+        log("  apt-get update")
+        _run_quiet(["apt-get", "update"], 300, env=env)
+        _apt_updated = True
+    log(f"  apt-get install -y {' '.join(packages)}")
+    return _run_quiet(["apt-get", "install", "-y", *packages], 600, env=env)
+
+
+def ensure_command(cmd: str, package: str, install: bool = True) -> str | None:
+    """Path of ``cmd``, installing Debian ``package`` if it is missing (and allowed)."""
+    path = shutil.which(cmd)
+    if path is None and install:
+        apt_install(package)
+        path = shutil.which(cmd)
+        if path is None and Path(f"/usr/sbin/{cmd}").exists():
+            path = f"/usr/sbin/{cmd}"
+    return path
+
+
+NPM_DIR = CACHE / "npm"
+
+
+def ensure_bittorrent_tracker(install: bool = True) -> tuple[Path | None, str]:
+    """(directory holding node_modules/bittorrent-tracker, note)."""
+    server_js = NPM_DIR / "node_modules" / "bittorrent-tracker" / "server.js"
+    if not shutil.which("node") or not shutil.which("npm"):
+        if install:
+            apt_install("nodejs", "npm")
+        if not shutil.which("node") or not shutil.which("npm"):
+            return None, "node/npm not available"
+    if not server_js.exists():
+        if not install:
+            return None, "bittorrent-tracker not in the cache and --no-install given"
+        NPM_DIR.mkdir(parents=True, exist_ok=True)
+        log(f"  npm install bittorrent-tracker --ignore-scripts (into {NPM_DIR})")
+        ok = _run_quiet(
+            [
+                "npm",
+                "install",
+                "bittorrent-tracker",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(NPM_DIR),
+            ],
+            600,
+        )
+        if not ok or not server_js.exists():
+            return None, "npm install bittorrent-tracker failed"
+    version = "?"
+    with contextlib.suppress(Exception):
+        import json
+
+        pkg = server_js.parent / "package.json"
+        version = json.loads(pkg.read_text())["version"]
+    # The launcher must sit next to node_modules for `import 'bittorrent-tracker/server'`.
+    shutil.copy(HERE / "bittorrent_tracker_server.mjs", NPM_DIR / "server.mjs")
+    return NPM_DIR, f"bittorrent-tracker {version}, node {_version(['node', '--version'])}"
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=10).stdout.decode()
+        return out.strip().splitlines()[0] if out.strip() else "?"
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
+def deb_version(package: str) -> str:
+    out = _version(["dpkg-query", "-W", "-f=${Version}", package])
+    return out
+
+
+# --- the servers under test ---------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One HTTP server under test, started pinned to the tracker core."""
+
+    name: str
+    kind: str  # johnlocke | bare | opentracker | bittorrent-tracker
+    argv: list[str]
+    port: int
+    workdir: Path
+    keepalive: bool = True
+    note: str = ""
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(default=Path("/dev/null"))
+
+    @property
+    def is_tracker(self) -> bool:
+        return self.kind != "bare"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, procs: Processes, timeout: float = 20.0) -> str | None:
+        """Start and wait until it accepts connections; None on success, else why not."""
+        self.log_path = self.workdir / f"{self.name}.log"
+        self.proc = procs.start(self.argv, self.log_path, cwd=self.workdir, env=self.env)
+        if not wait_listening(self.port, self.proc, timeout):
+            why = f"did not start listening on {HOST}:{self.port}"
+            if self.proc.poll() is not None:
+                why = f"exited with {self.proc.returncode}"
+            procs.stop(self.proc)
+            return f"{why}; log:\n{tail(self.log_path)}"
+        return None
+
+    def rss_kib(self) -> int | None:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int | None:
+        return proc_status_kib(self.pid, "VmHWM")
+
+
+def python_env() -> dict[str, str]:
+    """The environment for Python children: this checkout's johnlocke comes first."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("PYTHONASYNCIODEBUG", None)
+    return env
+
+
+def johnlocke_server(
+    name: str,
+    workdir: Path,
+    event_loop: str = "asyncio",
+    core: int | None = TRACKER_CORE,
+    extra_toml: str = "",
+) -> Server:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / f"{name}.toml"
+    config.write_text(
+        "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
+        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n{extra_toml}'
+    )
+    argv = pinned([sys.executable, "-m", "johnlocke", "--config", str(config)], core)
+    return Server(
+        name, "johnlocke", argv, port, workdir, note=f"event_loop={event_loop}", env=python_env()
+    )
+
+
+def bare_server(
+    name: str, workdir: Path, event_loop: str, scrape_hash: bytes, core: int | None = TRACKER_CORE
+) -> Server:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = pinned(
+        [
+            sys.executable,
+            str(HERE / "bare_server.py"),
+            "--port",
+            str(port),
+            "--loop",
+            event_loop,
+            "--scrape-hash",
+            scrape_hash.hex(),
+        ],
+        core,
+    )
+    return Server(
+        name,
+        "bare",
+        argv,
+        port,
+        workdir,
+        note=f"fixed body, event_loop={event_loop}",
+        env=python_env(),
+    )
+
+
+def opentracker_server(
+    workdir: Path, info_hashes: Sequence[bytes], core: int | None = TRACKER_CORE
+) -> Server:
+    """Debian's opentracker: whitelist-only, chroots to its rootdir, refuses to run as root."""
+    port = free_port()
+    root = workdir / "opentracker-root"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in info_hashes))
+    lines = [
+        f"listen.tcp {HOST}:{port}",
+        # The whitelist is read after the chroot, so its path is relative to tracker.rootdir.
+        "access.whitelist /whitelist.txt",
+        f"tracker.rootdir {root}",
+    ]
+    if os.geteuid() == 0:
+        lines.append("tracker.user nobody")  # it drops root for this user after the chroot
+    conf = root / "opentracker.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    for p in (root, root / "whitelist.txt", conf):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    # Make the path down to the rootdir traversable for the unprivileged user.
+    for parent in root.parents:
+        if parent == Path("/"):
+            break
+        with contextlib.suppress(OSError):
+            parent.chmod(parent.stat().st_mode | 0o011)
+    argv = pinned(["opentracker", "-f", str(conf)], core)
+    return Server(
+        "opentracker",
+        "opentracker",
+        argv,
+        port,
+        workdir,
+        keepalive=False,
+        note=f"Debian {deb_version('opentracker')}; closes the connection after every answer",
+    )
+
+
+def bittorrent_tracker_server(
+    npm_dir: Path,
+    workdir: Path,
+    note: str,
+    peers_cache: int = 1000,
+    core: int | None = TRACKER_CORE,
+) -> Server:
+    port = free_port()
+    argv = pinned(
+        [
+            "node",
+            str(npm_dir / "server.mjs"),
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--peers-cache",
+            str(peers_cache),
+        ],
+        core,
+    )
+    srv = Server("bittorrent-tracker", "bittorrent-tracker", argv, port, workdir, note=note)
+    return srv
+
+
+# --- a small HTTP/1.1 client for fills and checks -----------------------------------------
+
+
+class HttpError(Exception):
+    pass
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, server will close)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    first = lines[0].split(None, 2)
+    if len(first) < 2 or not first[0].startswith(b"HTTP/"):
+        raise HttpError(f"bad status line {lines[0][:60]!r}")
+    status = int(first[1])
+    close = first[0] == b"HTTP/1.0"
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            v = value.strip().lower()
+            close = v == b"close" or (close and v != b"keep-alive")
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            raise HttpError("chunked answers are not supported by this client")
+    if length is None:
+        return status, await reader.read(), True
+    return status, await reader.readexactly(length), close
+
+
+@dataclass
+class FetchStats:
+    answered: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    timed_out: bool = False
+
+
+async def fetch_all(
+    port: int,
+    paths: Sequence[str],
+    on_answer: Callable[[int, int, bytes], None],
+    *,
+    connections: int = 64,
+    depth: int = 8,
+    keepalive: bool = True,
+    source_ip: str | None = None,
+    timeout: float = 600.0,
+) -> FetchStats:
+    """GET every path once, ``connections`` at a time; ``on_answer(index, status, body)``.
+
+    Keep-alive connections pipeline up to ``depth`` requests; without keep-alive every request
+    gets its own connection (``Connection: close``). An answer that never comes is sent again
+    on a new connection (at most a few times), and the whole call is bounded by ``timeout``
+    (``timed_out`` is then set in the stats returned).
+    """
+    host_hdr = f"Host: {HOST}:{port}\r\nUser-Agent: {USER_AGENT}\r\nAccept-Encoding: gzip\r\n"
+    tail_hdr = "\r\n" if keepalive else "Connection: close\r\n\r\n"
+    if not keepalive:
+        depth = 1
+    stats = FetchStats()
+    state = {"next": 0}
+    n = len(paths)
+    max_retries = 20 + n // 100
+
+    def build(i: int) -> bytes:
+        return f"GET {paths[i]} HTTP/1.1\r\n{host_hdr}{tail_hdr}".encode()
+
+    async def worker() -> None:
+        pending: deque[int] = deque()
+        reader = writer = None
+        try:
+            while True:
+                if writer is None:
+                    if not pending and state["next"] >= n:
+                        return
+                    local = (source_ip, 0) if source_ip else None
+                    reader, writer = await asyncio.open_connection(
+                        HOST, port, local_addr=local, limit=1 << 20
+                    )
+                    if pending:
+                        writer.write(b"".join(build(i) for i in pending))
+                while len(pending) < depth and state["next"] < n:
+                    i = state["next"]
+                    state["next"] = i + 1
+                    pending.append(i)
+                    writer.write(build(i))
+                if not pending:
+                    return
+                try:
+                    await writer.drain()
+                    status, body, close = await asyncio.wait_for(_read_response(reader), 30)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                    writer.close()
+                    reader = writer = None
+                    stats.reconnects += 1
+                    if stats.reconnects > max_retries:
+                        raise HttpError(f"too many broken connections ({exc!r})") from exc
+                    continue
+                on_answer(pending.popleft(), status, body)
+                stats.answered += 1
+                if close or not keepalive:
+                    writer.close()
+                    reader = writer = None
+                    if pending:
+                        stats.reconnects += 1
+        finally:
+            if writer is not None:
+                writer.close()
+
+    t0 = time.perf_counter()
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(connections, n)))]
+    try:
+        await asyncio.wait_for(asyncio.gather(*workers), timeout)
+    except TimeoutError:
+        stats.timed_out = True
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def run_async(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on uvloop when available (the client is then less of a bottleneck)."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def fmt_bytes_kib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.1f}"
