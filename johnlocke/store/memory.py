@@ -469,11 +469,13 @@ class MemoryView:
         "incomplete",
         "downloaded",
         "completed",
-        "updated",
-        "created",
         "now",
-        "proto",
     )
+    # What a plain announce did; ``OptionView`` holds other values (class attributes cost the
+    # plain announce nothing).
+    updated = True
+    created = False
+    proto = 0  # hand out only peers that announced under this hash of a hybrid (0: any)
 
     def __init__(
         self,
@@ -485,9 +487,6 @@ class MemoryView:
         slot: int,
         completed: bool,
         now: int,
-        updated: bool = True,
-        created: bool = False,
-        proto: int = 0,
     ) -> None:
         self.swarm = swarm
         self.info_hash = info_hash
@@ -497,10 +496,7 @@ class MemoryView:
         self.slot = slot
         self.complete, self.incomplete, self.downloaded = swarm.counts()
         self.completed = completed
-        self.updated = updated
-        self.created = created
         self.now = now
-        self.proto = proto  # hand out only peers that announced under this hash (0: any)
 
     @property
     def family(self) -> int:
@@ -602,6 +598,31 @@ class MemoryView:
         return out
 
 
+class OptionView(MemoryView):
+    """A view from an announce with options (limits, hybrid ``proto``) or that made the swarm."""
+
+    __slots__ = ("updated", "created", "proto")
+
+    def __init__(
+        self,
+        swarm: Swarm,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        table: int,
+        slot: int,
+        completed: bool,
+        now: int,
+        updated: bool,
+        created: bool,
+        proto: int,
+    ) -> None:
+        super().__init__(swarm, info_hash, peer_id, addr, table, slot, completed, now)
+        self.updated = updated
+        self.created = created
+        self.proto = proto
+
+
 class MemoryStore:
     """Swarms in this process's memory (``johnlocke.store.Store``)."""
 
@@ -629,7 +650,7 @@ class MemoryStore:
         proto: int = 0,
     ) -> MemoryView:
         now = int(self._clock() - self._epoch)
-        if key_hash > _KEY_MASK:
+        if key_hash > 0x3FFF_FFFF:  # _KEY_MASK, as a constant: this runs on every announce
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
         swarm = self.swarms.get(info_hash)
         if swarm is None:
@@ -640,13 +661,15 @@ class MemoryStore:
                 peer_id, addr, seeder, key_hash, now, completed_event, 0, 0, proto
             )
             self.swarms[info_hash] = swarm  # only once the upsert succeeded
-            return MemoryView(
+            return OptionView(
                 swarm, info_hash, peer_id, addr, t, slot, counted, now, True, True, proto
             )
         t, slot, counted, updated = swarm.upsert(
             peer_id, addr, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
         )
-        return MemoryView(
+        if updated and not proto:
+            return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now)
+        return OptionView(
             swarm, info_hash, peer_id, addr, t, slot, counted, now, updated, False, proto
         )
 
