@@ -686,7 +686,8 @@ class AddressBudgets:
 
     Both dicts hold only addresses seen recently (the minute's window is cleared when it ends;
     full-scrape entries are pruned by the tracker's sweeper), so their size follows the rate of
-    swarm creations and full scrapes, never the number of peers.
+    swarm creations and full scrapes, never the number of peers. An IPv6 address counts by its
+    /64, which one subscriber usually has whole.
     """
 
     def __init__(self) -> None:
@@ -699,13 +700,15 @@ class AddressBudgets:
         if minute != self.minute:
             self.minute = minute
             self.created.clear()
-        return self.created.get(ip, 0) < cap
+        return self.created.get(ip[:8], 0) < cap
 
     def created_one(self, ip: bytes) -> None:
+        ip = ip[:8]  # an IPv6 address counts by its /64 (an IPv4 one is 4 bytes long)
         self.created[ip] = self.created.get(ip, 0) + 1
 
     def full_scrape_wait(self, ip: bytes, now: int, period: int) -> int:
         """Seconds ``ip`` must still wait for a full scrape (0: go, and the clock restarts)."""
+        ip = ip[:8]
         last = self.full_scrapes.get(ip)
         if last is not None and now - last < period:
             return period - (now - last)

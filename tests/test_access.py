@@ -192,3 +192,30 @@ def test_paths_are_relative_to_the_config_folder(tmp_path: Path):
     assert load_check(config, tmp_path) == (
         "mode private, 1 torrents (0 hybrid), 1 allowed info_hashes, 1 passkeys"
     )
+
+
+@pytest.mark.parametrize(
+    "access,expected",
+    [
+        ({"mode": "secret"}, "[access] mode"),
+        ({"mode": "listed"}, 'mode "listed" tracks only listed torrents: set torrents_dir'),
+        ({"mode": "private", "torrents_dir": "t"}, 'mode "private" needs a passkeys file'),
+        ({"client_deny": ["-X L"]}, "is not a peer_id prefix"),
+        ({"client_allow": [""]}, "is not a peer_id prefix"),
+        ({"rescan_interval": -1}, "[access] rescan_interval"),
+    ],
+)
+def test_bad_access_config_is_one_clear_line(access, expected):
+    from johnlocke.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as err:
+        validate({"access": access}, "tracker.toml")
+    assert str(err.value).startswith("tracker.toml: [access]")
+    assert expected in str(err.value)
+
+
+def test_bad_limits_config():
+    from johnlocke.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"\[limits\] max_peers_per_ip"):
+        validate({"limits": {"max_peers_per_ip": 1000}}, "tracker.toml")

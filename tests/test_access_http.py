@@ -446,6 +446,18 @@ async def test_per_ip_cap_on_peers_in_one_torrent(tracker_client):
     ok(await c.announce(OTHER, pid(3), port=1003))
 
 
+async def test_ipv6_addresses_count_by_their_64(tracker_client):
+    c = await tracker_client(
+        announce={"allow_ip_param": True},
+        limits={"max_peers_per_ip": 2, "max_new_swarms_per_ip": 1},
+    )
+    ok(await c.announce(OTHER, pid(1), port=1001, ip="2001:db8:1:2::1"))
+    ok(await c.announce(OTHER, pid(2), port=1002, ip="2001:db8:1:2::ffff"))
+    r = await c.announce(OTHER, pid(3), port=1003, ip="2001:db8:1:2:abcd::3")
+    assert failure(r) == "too many peers from your address in this torrent (at most 2)"
+    ok(await c.announce(OTHER, pid(3), port=1003, ip="2001:db8:1:3::1"))  # another /64
+
+
 async def test_per_ip_cap_on_new_swarms_per_minute(tracker_client):
     c = await tracker_client(limits={"max_new_swarms_per_ip": 3})
     for n in range(3):

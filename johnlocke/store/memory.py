@@ -23,9 +23,10 @@ entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from `
 Per-IP limits (``max_per_ip``) need to know how many peers an IP has in a swarm. A dict per
 (swarm, IP) would cost ~100 bytes per peer, so a swarm that is asked about it once keeps an
 ``IpCounts`` from then on: another open-addressing table, of 64-bit entries
-``hash(ip)[56 bits] << 8 | count`` (12 to 32 bytes per distinct IP). Two IPs would share a
-count only if 56 bits of their (per-process salted) hashes agree, and then they would only look
-busier, never less busy, so the cap holds.
+``hash(ip)[56 bits] << 8 | count`` (12 to 32 bytes per distinct IP; an IPv6 address counts by
+its /64, which one subscriber usually has whole). Two IPs would share a count only if 56 bits
+of their (per-process salted) hashes agree, and then they would only look busier, never less
+busy, so the cap holds.
 
 The store keeps running totals of the peers in each table (``MemoryStore.totals``, shared by
 its swarms): every change to a table goes through ``Swarm._append`` or ``Swarm._cut``, which
@@ -109,6 +110,8 @@ class IpCounts:
         """(position, key) of ip's entry, or of the empty slot where it would go."""
         table = self.table
         mask = len(table) - 1
+        if len(ip) == 16:
+            ip = ip[:8]  # an IPv6 subscriber has a whole /64: count them by it
         key = (hash(ip) & _IP_KEY) or 0x100
         i = (key >> 8) & mask
         while True:
