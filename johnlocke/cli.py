@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
@@ -55,6 +56,7 @@ def _reload(path: str, current: Config, services: list[Service]) -> Config:
 
 async def _serve(config: Config, path: str) -> None:
     from johnlocke.http import build_app, listening, start
+    from johnlocke.snapshot import SnapshotService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
 
@@ -66,8 +68,12 @@ async def _serve(config: Config, path: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     strategy = resolve(config.strategy.name, config.strategy.options)
-    tracker = Tracker(config, MemoryStore(), strategy)
-    services: list[Service] = [tracker]
+    store = MemoryStore()
+    tracker = Tracker(config, store, strategy)
+    # The snapshot service starts first (it fills the store before anything else runs) and stops
+    # last (its final snapshot sees the state once everything else has stopped).
+    snapshots = SnapshotService(config, store, Path(path).absolute().parent)
+    services: list[Service] = [snapshots, tracker]
     started: list[Service] = []
     runner = None
     try:

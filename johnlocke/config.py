@@ -30,6 +30,9 @@ class HttpConfig(_Section):
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     keepalive_timeout: float = Field(default=15.0, ge=0)
     shutdown_timeout: float = Field(default=5.0, ge=0)
+    # A new connection must deliver its first complete request head within this many seconds.
+    request_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
     @field_validator("host", mode="before")
     @classmethod
@@ -86,6 +89,21 @@ class StrategyConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class StateConfig(_Section):
+    # "" disables snapshots; a relative path is relative to the configuration file's directory.
+    path: str = "johnlocke.snapshot"
+    snapshot_interval: int = Field(default=300, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        if value.endswith(("/", "\\")) or value in (".", ".."):
+            raise ValueError('must name a file, not a directory (or be "" to disable snapshots)')
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -95,6 +113,7 @@ class Config(_Section):
     announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

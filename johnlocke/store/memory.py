@@ -19,16 +19,24 @@ entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from `
 4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer.
 
 Nothing here awaits except ``sweep``, which yields to the event loop between slices.
+
+Snapshots (``johnlocke.snapshot``) take the columns as they are: ``dump`` hands out copies of a
+batch of swarms at a time, and ``restore`` takes them back, drops peers that expired meanwhile
+and rebuilds each swarm's index. The store's clock, ``now()``, can be set on restore so that it
+continues the clock of the store that wrote the snapshot: ``last_seen`` values stay valid as they
+are, with no per-peer rewriting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from struct import Struct
+from typing import NamedTuple
 
 from johnlocke.errors import ClientError
 from johnlocke.store import ADDR_LEN, Candidate, Pick
@@ -48,6 +56,29 @@ _SWEEP_SLICE = 20_000
 _RUN = 8
 
 _WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width per table
+
+
+class SwarmRecord(NamedTuple):
+    """One swarm's columns as immutable copies: what ``dump`` gives and ``restore`` takes.
+
+    Table ``t`` holds ``len(meta[t]) // 28`` peers; ``addrs[t]`` is their compact addresses
+    (6 bytes each for tables 0 and 1, 18 for 2 and 3) and ``meta[t]`` their 28-byte records:
+    peer_id, last_seen (u32 little-endian, store clock), key_hash (u32 little-endian).
+    """
+
+    info_hash: bytes
+    downloaded: int
+    addrs: tuple[bytes, bytes, bytes, bytes]
+    meta: tuple[bytes, bytes, bytes, bytes]
+
+
+def _seen_column(meta: bytes) -> array:
+    """Every record's last_seen, read in C: records are 7 u32 words and last_seen is word 5."""
+    words = array("I")
+    words.frombytes(meta)
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words[_SEEN // 4 :: META_LEN // 4]
 
 
 def _new_index(size: int) -> array:
@@ -172,6 +203,47 @@ class Swarm:
                 index[i] = s << 2 | t
         self.index = index
         self.deleted = 0
+
+    @classmethod
+    def restore(
+        cls,
+        downloaded: int,
+        addrs: tuple[bytes, ...],
+        meta: tuple[bytes, ...],
+        cutoff: int,
+    ) -> Swarm | None:
+        """A swarm from dumped columns, without the peers last seen before ``cutoff``.
+
+        ``None`` if no peer is left. Raises ``ValueError`` if the columns do not fit together.
+        """
+        swarm = cls()
+        swarm.downloaded = downloaded
+        used = 0
+        for t in range(4):
+            m = meta[t]
+            a = addrs[t]
+            n, rest = divmod(len(m), META_LEN)
+            w = _WIDTH[t]
+            if rest or len(a) != n * w:
+                raise ValueError(f"table {t}: {len(m)} bytes of records for {len(a)} of addresses")
+            if not n:
+                continue
+            seen = _seen_column(m)
+            if min(seen) < cutoff:
+                keep = [s for s in range(n) if seen[s] >= cutoff]
+                if not keep:
+                    continue
+                m = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
+                a = b"".join([a[s * w : (s + 1) * w] for s in keep])
+                n = len(keep)
+            swarm.meta[t] = bytearray(m)
+            swarm.addrs[t] = bytearray(a)
+            used += n
+        if not used:
+            return None
+        swarm.used = used
+        swarm._resize()
+        return swarm
 
     # --- tables ----------------------------------------------------------------------------
 
@@ -385,6 +457,60 @@ class MemoryStore:
 
     def now(self) -> int:
         return int(self._clock() - self._epoch)
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def dump(self, max_peers: int = 50_000, max_swarms: int = 2_000) -> Iterator[list[SwarmRecord]]:
+        """The swarms that have peers, as batches of copies, for a snapshot.
+
+        A batch holds at most ``max_swarms`` swarms and, unless one swarm alone is larger, about
+        ``max_peers`` peers, so producing one holds the event loop for a few milliseconds. The
+        caller may yield between batches; each swarm is copied whole, as it is at that moment.
+        Swarms created after the first batch are left for the next snapshot.
+        """
+        keys = list(self.swarms)
+        get = self.swarms.get
+        i = 0
+        while i < len(keys):
+            batch = []
+            peers = 0
+            while i < len(keys) and len(batch) < max_swarms and peers < max_peers:
+                ih = keys[i]
+                i += 1
+                swarm = get(ih)
+                if swarm is None or not swarm.used:
+                    continue
+                meta = tuple([bytes(c) for c in swarm.meta])
+                batch.append(
+                    SwarmRecord(ih, swarm.downloaded, tuple([bytes(c) for c in swarm.addrs]), meta)
+                )
+                peers += swarm.used
+            if batch:
+                yield batch
+
+    def restore(self, records: Iterable[SwarmRecord], now: int, cutoff: int) -> tuple[int, int]:
+        """Fill an empty store from ``dump``'s records; return (swarms, peers) installed.
+
+        The clock is set to continue at ``now`` (``last_seen`` values are in the writer's clock).
+        Peers last seen before ``cutoff`` are dropped, and so are swarms left without peers (as
+        the next sweep would). All or nothing: if ``records`` raises, the store stays empty.
+        """
+        if self.swarms:
+            raise RuntimeError("restore needs an empty store")
+        built: dict[bytes, Swarm] = {}
+        peers = 0
+        for rec in records:
+            if len(rec.info_hash) != 20:
+                raise ValueError("info_hash must be 20 bytes")
+            if rec.info_hash in built:
+                raise ValueError("the same swarm twice")
+            swarm = Swarm.restore(rec.downloaded, rec.addrs, rec.meta, cutoff)
+            if swarm is not None:
+                built[rec.info_hash] = swarm
+                peers += swarm.used
+        self._epoch = self._clock() - now
+        self.swarms.update(built)
+        return len(built), peers
 
     async def announce(
         self,
