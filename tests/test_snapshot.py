@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from johnlocke.snapshot import (
 )
 from johnlocke.store.memory import MemoryStore
 
-from .conftest import make_config
+from .conftest import fill_disk, make_config
 
 V4 = bytes([10, 0, 0, 1]) + (6881).to_bytes(2, "big")
 
@@ -358,43 +357,6 @@ async def test_unwritable_directory_is_logged_and_retried(tmp_path, caplog):
     assert columns(new) == columns(store)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A real 64 KiB filesystem, to run out of space for real."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(mnt: Path, leave: int) -> Path:
-    """Fill the filesystem until at most ``leave`` bytes remain; return the filler file."""
-    filler = mnt / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                st = os.statvfs(mnt)
-                free = st.f_bavail * st.f_frsize
-                if free <= leave:
-                    break
-                f.write(bytes(min(4096, free - leave)))
-                f.flush()
-        except OSError:
-            pass
-    return filler
-
-
 async def test_full_disk_keeps_the_previous_snapshot_and_retries(tiny_tmpfs, caplog):
     store = MemoryStore()
     for i in range(20):
@@ -404,7 +366,7 @@ async def test_full_disk_keeps_the_previous_snapshot_and_retries(tiny_tmpfs, cap
     await svc.start()
     assert await svc.snapshot() is not None
     before = (tiny_tmpfs / "snap.bin").read_bytes()
-    filler = fill(tiny_tmpfs, leave=0)
+    filler = fill_disk(tiny_tmpfs)
     for i in range(20, 2000):
         await store.announce(ih(2), pid(i), v4(i), False, 0, False)
     with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
