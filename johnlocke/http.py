@@ -37,6 +37,7 @@ from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from johnlocke import protocol
 from johnlocke.config import Config
@@ -145,7 +146,25 @@ def runner_options(config: Config) -> dict[str, Any]:
         "max_field_size": _MAX_FIELD,
         # A request body is never read; drain one for at most this long before closing.
         "lingering_time": 2.0,
+        "logger": _server_log,
     }
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with malformed HTTP requests logged at debug level.
+
+    aiohttp logs every request its parser refuses (answered with a 4xx) as an error with a
+    traceback: anyone could fill the log with garbage. Real errors keep their level.
+    """
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= (exc_info.code or 0) < 500:
+            self.debug("%s: %s", msg % args if args else msg, exc_info, **kwargs)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_server_log = _ServerLog(logging.getLogger("aiohttp.server"), {})
 
 
 _MAX_HEADERS = 32
