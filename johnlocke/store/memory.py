@@ -72,6 +72,16 @@ class SwarmRecord(NamedTuple):
     meta: tuple[bytes, bytes, bytes, bytes]
 
 
+DUMP_FIELDS = 10  # items per swarm in a ``MemoryStore.dump`` batch
+
+
+def dumped_records(batch: list[bytes | int]) -> Iterator[SwarmRecord]:
+    """A ``MemoryStore.dump`` batch as ``SwarmRecord``s."""
+    for i in range(0, len(batch), DUMP_FIELDS):
+        f = batch[i : i + DUMP_FIELDS]
+        yield SwarmRecord(f[0], f[1], (f[2], f[4], f[6], f[8]), (f[3], f[5], f[7], f[9]))  # type: ignore[arg-type]
+
+
 def _seen_column(meta: bytes) -> array:
     """Every record's last_seen, read in C: records are 7 u32 words and last_seen is word 5."""
     words = array("I")
@@ -460,8 +470,15 @@ class MemoryStore:
 
     # --- snapshots ---------------------------------------------------------------------------
 
-    def dump(self, max_peers: int = 50_000, max_swarms: int = 2_000) -> Iterator[list[SwarmRecord]]:
+    def dump(self, max_peers: int = 50_000, max_swarms: int = 2_000) -> Iterator[list[bytes | int]]:
         """The swarms that have peers, as batches of copies, for a snapshot.
+
+        A batch is a flat list of ``DUMP_FIELDS`` items per swarm: info_hash, downloaded, then
+        the ``addrs`` and ``meta`` columns of tables 0 to 3 (bytes copies); ``dumped_records``
+        reads one as ``SwarmRecord``s. Flat on purpose: bytes and ints are not tracked by the
+        garbage collector, so a snapshot in progress (whose batches live while a thread writes
+        them) adds no long-lived containers that would trigger a full collection, which on a
+        big store holds the event loop for ~0.1 s.
 
         A batch holds at most ``max_swarms`` swarms and, unless one swarm alone is larger, about
         ``max_peers`` peers, so producing one holds the event loop for a few milliseconds. The
@@ -472,18 +489,28 @@ class MemoryStore:
         get = self.swarms.get
         i = 0
         while i < len(keys):
-            batch = []
-            peers = 0
-            while i < len(keys) and len(batch) < max_swarms and peers < max_peers:
+            batch: list[bytes | int] = []
+            add = batch.append
+            swarms = peers = 0
+            while i < len(keys) and swarms < max_swarms and peers < max_peers:
                 ih = keys[i]
                 i += 1
                 swarm = get(ih)
                 if swarm is None or not swarm.used:
                     continue
-                meta = tuple([bytes(c) for c in swarm.meta])
-                batch.append(
-                    SwarmRecord(ih, swarm.downloaded, tuple([bytes(c) for c in swarm.addrs]), meta)
-                )
+                a = swarm.addrs
+                m = swarm.meta
+                add(ih)
+                add(swarm.downloaded)
+                add(bytes(a[0]))
+                add(bytes(m[0]))
+                add(bytes(a[1]))
+                add(bytes(m[1]))
+                add(bytes(a[2]))
+                add(bytes(m[2]))
+                add(bytes(a[3]))
+                add(bytes(m[3]))
+                swarms += 1
                 peers += swarm.used
             if batch:
                 yield batch
