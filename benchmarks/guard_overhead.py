@@ -36,12 +36,11 @@ from aiohttp import web
 from johnlocke.config import validate
 from johnlocke.http import build_app, runner_options, start
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 async def main(mode):
     config = validate({"http": {"host": "127.0.0.1", "port": 0}}, "<bench>")
-    tracker = Tracker(config, MemoryStore(), resolve("random", {}))
+    tracker = Tracker(config, MemoryStore())
     app = build_app(tracker, config)
     if mode == "guarded":
         runner = await start(app, config)

@@ -13,7 +13,7 @@ from pathlib import Path
 from johnlocke import __version__
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
-from johnlocke.strategy import StrategyLoadError, resolve
+from johnlocke.strategy import StrategyLoadError, StrategySet
 
 log = logging.getLogger("johnlocke")
 
@@ -67,12 +67,11 @@ async def _serve(config: Config, path: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    strategy = resolve(config.strategy.name, config.strategy.options)
     store = MemoryStore()
-    tracker = Tracker(config, store, strategy)
+    tracker = Tracker(config, store)
     # The snapshot service starts first (it fills the store before anything else runs) and stops
     # last (its final snapshot sees the state once everything else has stopped).
-    snapshots = SnapshotService(config, store, Path(path).absolute().parent)
+    snapshots = SnapshotService(config, store, Path(path).resolve().parent)
     services: list[Service] = [snapshots, tracker]
     started: list[Service] = []
     runner = None
@@ -120,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        resolve(config.strategy.name, config.strategy.options)
+        StrategySet(config.strategy)
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ file, the key and what was expected; the CLI prints it and exits without a trace
 
 from __future__ import annotations
 
+import json
 import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
@@ -84,9 +85,36 @@ class ScrapeConfig(_Section):
     max_hashes: int = Field(default=100, ge=1)
 
 
+class StrategyRule(_Section):
+    """Use another strategy for some swarms: by info_hash, or by swarm size (first match wins)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    info_hashes: list[str] = Field(default_factory=list)
+    min_peers: int | None = Field(default=None, ge=0)
+    max_peers: int | None = Field(default=None, ge=0)
+
+    @field_validator("info_hashes")
+    @classmethod
+    def _hex(cls, value: list[str]) -> list[str]:
+        for h in value:
+            if len(h) != 40 or any(c not in "0123456789abcdefABCDEF" for c in h):
+                raise ValueError(f"{h!r} is not a 40-character hex info_hash")
+        return [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> StrategyRule:
+        if not self.info_hashes and self.min_peers is None and self.max_peers is None:
+            raise ValueError("a rule needs info_hashes, min_peers or max_peers")
+        return self
+
+
 class StrategyConfig(_Section):
     name: str = "random"
     options: dict[str, Any] = Field(default_factory=dict)
+    # Folders searched for NAME.py strategy files; relative to the config file's folder.
+    paths: list[Path] = Field(default_factory=list)
+    rules: list[StrategyRule] = Field(default_factory=list)
 
 
 class StateConfig(_Section):
@@ -153,21 +181,43 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return validate(data, str(path))
+    config = validate(data, str(path))
+    if config.strategy.paths:
+        # Plugin folders are relative to the config file, not to wherever the daemon starts.
+        base = path.resolve().parent
+        paths = [p if p.is_absolute() else base / p for p in config.strategy.paths]
+        config = config.model_copy(
+            update={"strategy": config.strategy.model_copy(update={"paths": paths})}
+        )
+    return config
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items() if v is not None) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
 
 
 def dump(config: Config) -> str:
     """The effective configuration as TOML (every key, defaults included)."""
-    import json
-
     lines = []
     for section, values in config.model_dump(mode="json").items():
+        tables: list[str] = []
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if isinstance(value, dict):
-                inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-                lines.append(f"{key} = {{{inline}}}")
-            else:
-                lines.append(f"{key} = {json.dumps(value)}")
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                for item in value:  # an array of tables, such as [[strategy.rules]]
+                    tables.append(f"[[{section}.{key}]]")
+                    tables.extend(f"{k} = {_toml(v)}" for k, v in item.items() if v is not None)
+                    tables.append("")
+            elif value is not None:
+                lines.append(f"{key} = {_toml(value)}")
         lines.append("")
+        lines.extend(tables)
     return "\n".join(lines)

@@ -19,15 +19,15 @@ from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.protocol import EVENT_COMPLETED, EVENT_STOPPED, AnnounceRequest
 from johnlocke.store import ADDR_LEN, Store
-from johnlocke.strategy import Strategy, resolve
+from johnlocke.strategy import StrategySet
 
 log = logging.getLogger("johnlocke.tracker")
 
 
 class Tracker:
-    def __init__(self, config: Config, store: Store, strategy: Strategy) -> None:
+    def __init__(self, config: Config, store: Store) -> None:
         self.store = store
-        self.strategy = strategy
+        self.strategies = StrategySet(config.strategy)  # raises StrategyLoadError
         self.rng = random.Random()
         # Sent to clients that did not echo one back (BEP 3 "tracker id"); stable per process.
         self.tracker_id = os.urandom(4).hex().encode()
@@ -77,7 +77,16 @@ class Tracker:
         numwant = self._numwant_default if req.numwant is None else req.numwant
         if numwant > self._numwant_max:
             numwant = self._numwant_max
-        picks = self.strategy.select(view, numwant, self.rng) if numwant else []
+        chosen = self.strategies.choose(view)
+        picks = chosen.strategy.select(view, numwant, self.rng) if numwant else []
+        interval = self._interval
+        min_interval = self._min_interval
+        if chosen.interval is not None:
+            wanted = chosen.interval(view)
+            if wanted is not None and wanted > 0:
+                interval = wanted
+                if min_interval > wanted:
+                    min_interval = wanted
         if req.compact:
             blob = view.compact(picks)
             if len(blob) > numwant * ADDR_LEN[view.family]:
@@ -93,8 +102,8 @@ class Tracker:
             )
             peers6 = protocol.EMPTY_STRING
         return protocol.encode_announce(
-            self._interval,
-            self._min_interval,
+            interval,
+            min_interval,
             view.complete,
             view.incomplete,
             view.downloaded,
@@ -148,10 +157,10 @@ class Tracker:
             self._sweeper = None
 
     def reload(self, config: Config) -> None:
-        strategy = self.strategy
+        # Load every new strategy before swapping anything: a bad section changes nothing.
+        # Swarms are untouched; strategies only read them.
         if config.strategy != self.config.strategy:
-            strategy = resolve(config.strategy.name, config.strategy.options)  # may raise
-        self.strategy = strategy
+            self.strategies = StrategySet(config.strategy)
         self._apply(config)
 
 

@@ -13,7 +13,6 @@ from yarl import URL
 from johnlocke.config import validate
 from johnlocke.http import build_app, runner_options
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 
@@ -63,11 +62,9 @@ def esc(raw: bytes) -> str:
 def tracker_client(aiohttp_client):
     """A factory: ``await tracker_client(announce={...})`` gives a TrackerClient."""
 
-    async def factory(**sections: dict[str, Any]) -> TrackerClient:
+    async def factory(store=None, **sections: dict[str, Any]) -> TrackerClient:
         config = make_config(**sections)
-        tracker = Tracker(
-            config, MemoryStore(), resolve(config.strategy.name, config.strategy.options)
-        )
+        tracker = Tracker(config, store or MemoryStore())
         # Started here so it runs with the daemon's own server settings.
         server = TestServer(build_app(tracker, config))
         await server.start_server(**runner_options(config))

@@ -30,7 +30,6 @@ from johnlocke.errors import ClientError
 from johnlocke.http import build_app, listening, start
 from johnlocke.protocol import AnnounceRequest
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 from .conftest import make_config
@@ -315,7 +314,7 @@ class LiveTracker:
             scrape={"full_scrape": True},
         )
         self.store = MemoryStore()
-        self.tracker = Tracker(self.config, self.store, resolve("random", {}))
+        self.tracker = Tracker(self.config, self.store)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

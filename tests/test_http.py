@@ -203,7 +203,7 @@ async def test_internal_errors_are_generic_and_logged(tracker_client, caplog):
     def explode(*args):
         raise RuntimeError("strategy bug")
 
-    c.tracker.strategy.select = explode
+    c.tracker.strategies.default.strategy.select = explode
     r = await c.announce(IH, pid(1))
     assert r == {b"failure reason": b"internal tracker error"}
     assert "strategy bug" in caplog.text

@@ -15,7 +15,6 @@ import bencodepy
 
 from johnlocke.http import build_app, listening, start
 from johnlocke.store.memory import MemoryStore
-from johnlocke.strategy import resolve
 from johnlocke.tracker import Tracker
 
 from .conftest import esc, make_config
@@ -32,7 +31,7 @@ CLOSED_WITHIN = 5.0  # generous: the limits under test are well below a second
 @asynccontextmanager
 async def server(**http) -> AsyncIterator[int]:
     config = make_config(http={"host": "127.0.0.1", "port": 0, **http})
-    tracker = Tracker(config, MemoryStore(), resolve("random", {}))
+    tracker = Tracker(config, MemoryStore())
     runner = await start(build_app(tracker, config), config)
     try:
         yield listening(runner)[0][1]

@@ -81,8 +81,24 @@ class SwarmView(Protocol):
         """
         ...
 
+    def window(self, seeders: bool, start: int, k: int) -> list[Pick]:
+        """``min(k, count(seeders))`` consecutive peers of that role in the store's order.
+
+        Positions count from 0 to ``count(seeders) - 1`` (the announcer is not counted) and
+        wrap around, so ``start`` may be any integer: a strategy can walk a swarm round-robin.
+        """
+        ...
+
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
         """Up to ``limit`` distinct peers of that role (a uniform sample, as ``sample``)."""
+        ...
+
+    def describe(self, picks: list[Pick]) -> list[Candidate]:
+        """The peers behind some picks, one ``Candidate`` each."""
+        ...
+
+    def last_seen(self, picks: list[Pick]) -> list[int]:
+        """When each picked peer last announced (store clock), one value per peer, in order."""
         ...
 
     def compact(self, picks: list[Pick]) -> bytes:

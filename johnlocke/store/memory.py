@@ -55,6 +55,7 @@ _SWEEP_SLICE = 20_000
 # handed out together vary from answer to answer.
 _RUN = 8
 
+_BIG_ENDIAN = sys.byteorder == "big"
 _WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width per table
 
 
@@ -86,7 +87,7 @@ def _seen_column(meta: bytes) -> array:
     """Every record's last_seen, read in C: records are 7 u32 words and last_seen is word 5."""
     words = array("I")
     words.frombytes(meta)
-    if sys.byteorder != "little":
+    if _BIG_ENDIAN:
         words.byteswap()
     return words[_SEEN // 4 :: META_LEN // 4]
 
@@ -128,6 +129,24 @@ def runs(n: int, skip: int, k: int, rng: random.Random) -> list[tuple[int, int]]
                 spans.append((0, end - avail))
             else:
                 spans.append((v, length))
+    return _around(spans, n, skip)
+
+
+def window(n: int, skip: int, start: int, k: int) -> list[tuple[int, int]]:
+    """``min(k, available)`` consecutive slots from virtual position ``start`` (wrapping)."""
+    avail = n - 1 if skip < n else n
+    if k > avail:
+        k = avail
+    if k <= 0:
+        return []
+    v = start % avail
+    end = v + k
+    spans = [(v, k)] if end <= avail else [(v, avail - v), (0, end - avail)]
+    return _around(spans, n, skip)
+
+
+def _around(spans: list[tuple[int, int]], n: int, skip: int) -> list[tuple[int, int]]:
+    """Virtual-position spans (``skip`` left out) to slot spans."""
     if skip >= n:
         return spans
     out = []
@@ -427,10 +446,19 @@ class MemoryView:
         skip = self.slot if t == self.table else n
         return [(t, first, count) for first, count in runs(n, skip, k, rng)]
 
+    def window(self, seeders: bool, start: int, k: int) -> list[Pick]:
+        t = (self.table & 2) | (not seeders)
+        n = len(self.swarm.meta[t]) // META_LEN
+        skip = self.slot if t == self.table else n
+        return [(t, first, count) for first, count in window(n, skip, start, k)]
+
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
+        return self.describe(self.sample(seeders, limit, rng))
+
+    def describe(self, picks: list[Pick]) -> list[Candidate]:
         out = []
-        seeder = bool(seeders)
-        for t, first, count in self.sample(seeders, limit, rng):
+        for t, first, count in picks:
+            seeder = not t & 1
             w = _WIDTH[t]
             addrs = self.swarm.addrs[t]
             meta = self.swarm.meta[t]
@@ -439,6 +467,21 @@ class MemoryView:
                 out.append(
                     Candidate((t, s, 1), bytes(addrs[s * w : s * w + w]), peer_id, seeder, seen)
                 )
+        return out
+
+    def last_seen(self, picks: list[Pick]) -> list[int]:
+        out: list[int] = []
+        unpack = _U32.unpack_from
+        for t, first, count in picks:
+            if count == 1:
+                out.append(unpack(self.swarm.meta[t], first * META_LEN + _SEEN)[0])
+                continue
+            # A meta record is 7 little-endian u32 words; last_seen is word 5 (peer_id is 0-4).
+            words = array("I")
+            words.frombytes(self.swarm.meta[t][first * META_LEN : (first + count) * META_LEN])
+            if _BIG_ENDIAN:
+                words.byteswap()
+            out += words[5::7]
         return out
 
     def compact(self, picks: list[Pick]) -> bytes:
