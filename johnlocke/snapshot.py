@@ -455,9 +455,12 @@ class SnapshotService:
         with f:
             try:
                 reader = SnapshotReader(f)
-                down = max(0.0, self.wall_clock() - reader.wall_time)
+                peer_timeout = self.config.announce.peer_timeout
+                # Beyond peer_timeout every peer is gone anyway; the cap keeps the continued
+                # clock in range whatever the wall clock did meanwhile.
+                down = min(max(0.0, self.wall_clock() - reader.wall_time), peer_timeout + 1.0)
                 now = reader.store_now + int(down)
-                cutoff = now - self.config.announce.peer_timeout
+                cutoff = now - peer_timeout
                 swarms, peers = self.store.restore(reader.records(), now, cutoff)
             except SnapshotError as exc:
                 self._set_aside(str(exc))

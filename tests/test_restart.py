@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -190,3 +192,22 @@ def test_full_disk_is_logged_retried_and_survived(tmp_path, tiny_tmpfs: Path):
     with run_daemon(config, workdir=work, port=port) as d:
         d.wait_for_log("restored 1 swarms, 29 peers")
         assert scrape(d, A)[A] == (0, 29, 0)
+
+
+def test_a_second_daemon_on_the_same_snapshot_path_refuses_to_start(tmp_path):
+    with run_daemon(CONFIG, workdir=tmp_path) as d:
+        other = tmp_path / "other"
+        other.mkdir()
+        config = other / "tracker.toml"
+        snapshot = tmp_path / "johnlocke.snapshot"
+        config.write_text(f'[http]\nhost = "127.0.0.1"\nport = 0\n[state]\npath = "{snapshot}"\n')
+        result = subprocess.run(
+            [sys.executable, "-m", "johnlocke", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        assert f"is in use by another johnlocke (pid {d.proc.pid})" in result.stderr
+        assert "Traceback" not in result.stderr
+        announce(d, A, 1, 7001)  # the first one is untouched

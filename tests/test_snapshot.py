@@ -21,10 +21,12 @@ from johnlocke.snapshot import (
     SnapshotError,
     SnapshotReader,
     SnapshotService,
+    encode_block,
     encode_header,
+    encode_trailer,
     write_snapshot,
 )
-from johnlocke.store.memory import MemoryStore
+from johnlocke.store.memory import DUMP_FIELDS, MemoryStore, dumped_records
 
 from .conftest import fill_disk, make_config
 
@@ -206,6 +208,71 @@ async def test_many_swarms_span_several_blocks(tmp_path):
     new = MemoryStore()
     service(tmp_path, new).load()
     assert columns(new) == columns(store)
+
+
+async def test_dump_batches_are_bounded_and_cover_every_swarm_once():
+    store = MemoryStore()
+    for s in range(50):
+        for p in range(s % 7 + 1):
+            await store.announce(ih(s), pid(p), v4(p), p % 2 == 0, 0, False)
+    await store.announce(ih(99), pid(1), V4, False, 0, False)
+    await store.remove(ih(99), pid(1), V4, 0)  # an empty swarm: not dumped
+    batches = list(store.dump(max_peers=20, max_swarms=8))
+    assert len(batches) > 3
+    seen = []
+    for batch in batches:
+        assert len(batch) % DUMP_FIELDS == 0
+        records = list(dumped_records(batch))
+        assert len(records) <= 8
+        peers = [sum(len(m) // 28 for m in r.meta) for r in records]
+        assert sum(peers) - peers[-1] < 20  # the budget is only exceeded by the last swarm
+        seen += [r.info_hash for r in records]
+    assert sorted(seen) == sorted(ih(s) for s in range(50))
+
+
+async def test_restore_is_all_or_nothing_and_needs_an_empty_store():
+    old = await filled_store(swarms=5)
+    records = [r for b in old.dump() for r in dumped_records(b)]
+
+    def failing():
+        yield from records[:3]
+        raise SnapshotError("broken in the middle")
+
+    new = MemoryStore()
+    with pytest.raises(SnapshotError):
+        new.restore(failing(), 10, 0)
+    assert new.swarms == {}
+    new.restore(iter(records), 10, 0)
+    assert columns(new) == columns(old)
+    with pytest.raises(RuntimeError):
+        new.restore(iter(records), 10, 0)
+
+
+async def test_a_duplicated_peer_is_refused(tmp_path, caplog):
+    store = MemoryStore()
+    await store.announce(ih(1), pid(1), v4(1), False, 0, False)
+    await store.announce(ih(1), pid(2), v4(2), True, 0, False)
+    batch = next(store.dump())
+    batch[3] = batch[3] + batch[5]  # the seeder's record again, among the leechers
+    batch[2] = batch[2] + batch[4]
+    path = tmp_path / "snap.bin"
+    block, peers = encode_block(batch)
+    path.write_bytes(encode_header(time.time(), 0) + block + encode_trailer(1, peers))
+    new = MemoryStore()
+    with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
+        service(tmp_path, new).load()
+    assert new.swarms == {}
+    assert "a peer_id appears twice" in caplog.text
+
+
+async def test_a_wildly_old_snapshot_expires_everyone_without_overflow(tmp_path):
+    old = await filled_store(swarms=3)
+    await write_snapshot(old, tmp_path / "snap.bin", wall_clock=lambda: 0.0)  # "1970"
+    new = MemoryStore()
+    SnapshotService(make_config(state={"path": "snap.bin"}), new, tmp_path).load()
+    assert new.swarms == {}
+    assert new.now() < 10_000  # the clock stayed in range: announces still work
+    await new.announce(ih(1), pid(1), V4, False, 0, False)
 
 
 # --- bad files ------------------------------------------------------------------------------

@@ -243,11 +243,13 @@ class Swarm:
     ) -> Swarm | None:
         """A swarm from dumped columns, without the peers last seen before ``cutoff``.
 
-        ``None`` if no peer is left. Raises ``ValueError`` if the columns do not fit together.
+        ``None`` if no peer is left. Raises ``ValueError`` if the columns do not fit together or
+        a peer_id appears twice (the index could not tell the two apart).
         """
         swarm = cls()
         swarm.downloaded = downloaded
         used = 0
+        ids: list[list[bytes]] = [[], [], [], []]
         for t in range(4):
             m = meta[t]
             a = addrs[t]
@@ -267,11 +269,27 @@ class Swarm:
                 n = len(keep)
             swarm.meta[t] = bytearray(m)
             swarm.addrs[t] = bytearray(a)
+            ids[t] = [m[o : o + 20] for o in range(0, n * META_LEN, META_LEN)]
             used += n
         if not used:
             return None
         swarm.used = used
-        swarm._resize()
+        # The index, as _resize builds it, from the peer_ids already sliced out above; a probe
+        # that meets the same peer_id finds a duplicate for the price of the collisions alone.
+        size = _MIN_INDEX
+        while size * 2 < used * 3 + 3:
+            size *= 2
+        index = _new_index(size)
+        mask = size - 1
+        for t in range(4):
+            for slot, peer_id in enumerate(ids[t]):
+                i = hash(peer_id) & mask
+                while (e := index[i]) != _EMPTY:
+                    if ids[e & 3][e >> 2] == peer_id:
+                        raise ValueError("a peer_id appears twice in one swarm")
+                    i = (i + 1) & mask
+                index[i] = slot << 2 | t
+        swarm.index = index
         return swarm
 
     # --- tables ----------------------------------------------------------------------------
