@@ -78,8 +78,8 @@ allow_ip_param = true
 sweep_interval = 10
 
 [state]
-path = "johnlocke.snapshot"
-snapshot_interval = 20
+path = "{"johnlocke.snapshot" if args.snapshot_interval else ""}"
+snapshot_interval = {args.snapshot_interval or 1}
 """
         )
         cmd = [sys.executable, "-m", "johnlocke", "--config", str(config)]
@@ -543,6 +543,9 @@ def main() -> int:
     p.add_argument("--malformed", type=float, default=0.05, help="hostile share (default 0.05)")
     p.add_argument("--max-connections", type=int, default=512, help="the daemon's cap (512)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    p.add_argument(
+        "--snapshot-interval", type=int, default=20, help="the daemon's (default 20; 0: off)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory (config, log)")

@@ -418,16 +418,7 @@ class SnapshotService:
         if self._writing is not None:  # a periodic snapshot still running in its thread
             await asyncio.wait([self._writing])
             self._writing = None
-        written = await self.snapshot()
-        if written is not None:
-            log.info(
-                "final snapshot: %d swarms, %d peers to %s (%d bytes, %.2f s)",
-                written.swarms,
-                written.peers,
-                self.path,
-                written.size,
-                written.seconds,
-            )
+        await self.snapshot(final=True)
         self._unlock()
 
     def reload(self, config: Config) -> None:
@@ -503,17 +494,19 @@ class SnapshotService:
 
     # --- writing -------------------------------------------------------------------------
 
-    async def snapshot(self) -> Written | None:
+    async def snapshot(self, final: bool = False) -> Written | None:
         """Write one snapshot now; log the outcome. None if it failed (the old one is kept)."""
         assert self.path is not None
         try:
             written = await write_snapshot(self.store, self.path, self.wall_clock)
         except OSError as exc:
+            then = "" if final else f", retrying in {self._interval} s"
             log.error(
-                "snapshot to %s failed: %s; the previous snapshot is kept, retrying in %d s",
+                "%s to %s failed: %s; the previous snapshot is kept%s",
+                "final snapshot" if final else "snapshot",
                 self.path,
                 exc.strerror or exc,
-                self._interval,
+                then,
             )
             self._failing = True
             return None
@@ -521,8 +514,9 @@ class SnapshotService:
             log.info("snapshots to %s work again", self.path)
             self._failing = False
         self.last = written
-        log.debug(
-            "snapshot: %d swarms, %d peers to %s (%d bytes, %.2f s)",
+        log.info(
+            "%s: %d swarms, %d peers to %s (%d bytes, %.2f s)",
+            "final snapshot" if final else "snapshot",
             written.swarms,
             written.peers,
             self.path,

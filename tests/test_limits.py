@@ -210,3 +210,17 @@ async def test_oversized_headers_get_a_client_error_not_a_server_error(caplog):
     # Refused at debug level, without a traceback: garbage must not flood the log.
     assert [r.levelno for r in caplog.records if r.name == "aiohttp.server"] == [logging.DEBUG] * 2
     assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_a_request_longer_than_one_read_is_answered():
+    # Reads are 16 KiB at a time; a request line just under aiohttp's limit needs two.
+    async with server() as port:
+        reader, writer = await connect(port)
+        query = f"info_hash={esc(IH)}&peer_id=-XX0001-abcdefghijkl&port=6881&pad=" + "a" * 16000
+        writer.write(f"GET /announce?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSED_WITHIN)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        answer = bencodepy.decode(await reader.readexactly(length))
+        assert b"query string too long" in answer[b"failure reason"]
+        writer.close()

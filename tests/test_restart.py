@@ -105,7 +105,7 @@ def test_kill_9_loses_at_most_one_interval(tmp_path):
     interval = 1
     config = f"[state]\nsnapshot_interval = {interval}\n"
     announced: list[tuple[float, int]] = []
-    with run_daemon(config, workdir=tmp_path, args=["-v"]) as d:
+    with run_daemon(config, workdir=tmp_path) as d:
         deadline = time.monotonic() + 3.5
         n = 0
         while time.monotonic() < deadline:
@@ -176,7 +176,7 @@ def test_unwritable_snapshot_path_is_logged_and_the_tracker_keeps_serving(tmp_pa
 def test_full_disk_is_logged_retried_and_survived(tmp_path, tiny_tmpfs: Path):
     config = f'[state]\npath = "{tiny_tmpfs}/johnlocke.snapshot"\nsnapshot_interval = 1\n'
     work = tmp_path / "work"
-    with run_daemon(config, workdir=work, args=["-v"]) as d:
+    with run_daemon(config, workdir=work) as d:
         announce(d, A, 1, 7001)
         d.wait_for_log("snapshot: 1 swarms, 1 peers")
         good = (tiny_tmpfs / "johnlocke.snapshot").read_bytes()

@@ -60,7 +60,8 @@ _WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width p
 
 
 class SwarmRecord(NamedTuple):
-    """One swarm's columns as immutable copies: what ``dump`` gives and ``restore`` takes.
+    """One swarm's columns as immutable copies: what ``restore`` takes (``dumped_records``
+    reads a ``dump`` batch as these).
 
     Table ``t`` holds ``len(meta[t]) // 28`` peers; ``addrs[t]`` is their compact addresses
     (6 bytes each for tables 0 and 1, 18 for 2 and 3) and ``meta[t]`` their 28-byte records:
