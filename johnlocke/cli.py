@@ -91,6 +91,7 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
 async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.access import Access
     from johnlocke.http import build_app, listening, start
+    from johnlocke.snapshot import SnapshotService
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
@@ -103,11 +104,16 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     store = MemoryStore()
-    # Relative paths in [access] are relative to the configuration file.
+    # Relative paths in [access] and [state] are relative to the configuration file.
     access = Access(config, store, Path(path).resolve().parent)
     tracker = Tracker(config, store, access)
     stats = StatsService(store, config)
-    services: list[Service] = [logs.LogService(verbose), access, tracker, stats]
+    # The snapshot service starts before the tracker (it fills the store before anything else
+    # runs) and stops after it (its final snapshot sees the state once everything has stopped).
+    snapshots = SnapshotService(
+        config, store, Path(path).resolve().parent, on_written=stats.snapshot_written
+    )
+    services: list[Service] = [logs.LogService(verbose), snapshots, access, tracker, stats]
     started: list[Service] = []
     runner = None
     try:

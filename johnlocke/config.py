@@ -31,6 +31,9 @@ class HttpConfig(_Section):
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     keepalive_timeout: float = Field(default=15.0, ge=0)
     shutdown_timeout: float = Field(default=5.0, ge=0)
+    # A new connection must deliver its first complete request head within this many seconds.
+    request_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
     @field_validator("host", mode="before")
     @classmethod
@@ -198,6 +201,21 @@ class StatsConfig(_Section):
         return value
 
 
+class StateConfig(_Section):
+    # "" disables snapshots; a relative path is relative to the configuration file's directory.
+    path: str = "johnlocke.snapshot"
+    snapshot_interval: int = Field(default=300, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        if value.endswith(("/", "\\")) or value in (".", ".."):
+            raise ValueError('must name a file, not a directory (or be "" to disable snapshots)')
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -212,6 +230,7 @@ class Config(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

@@ -14,12 +14,38 @@ as ``?passkey=KEY``; the path wins. Logged paths are masked (``johnlocke.logs.ma
 Statements that exist only to count for ``/stats`` end with ``# stats``:
 ``benchmarks/stats_overhead.py`` removes them to measure what counting costs. Keep each one a
 whole statement (an ``if`` with its body counts as one).
+
+Connection limits: theory of operation
+--------------------------------------
+Slow or idle clients must not exhaust the server. aiohttp bounds the size of a request head
+(request line, header count and length) and closes keep-alive connections that stay idle, or
+stuck in the middle of a request, for ``keepalive_timeout`` after an answer; but it has no cap on
+connections, and in older releases no deadline for a new connection's first request.
+``_Guard`` adds both, per connection and outside the request path. It is the protocol the
+listeners create: it owns no HTTP logic and passes every event on to aiohttp's handler. Until
+the first complete request head has arrived (a blank line seen in the bytes received) it counts
+the bytes and holds a timer; a connection that does not deliver its head within ``[http]
+request_timeout`` seconds, or sends more than ``_MAX_HEAD`` bytes without finishing it, is
+closed. After that the guard only forwards ``data_received`` (one attribute test, ~50 ns; see
+``benchmarks/guard_overhead.py``). Later requests on a keep-alive connection fall under
+aiohttp's ``keepalive_timeout``.
+
+At most ``[http] max_connections`` connections are open at once, across all listeners. When a new
+one arrives at the cap, the oldest connection still waiting for its first request is closed to
+make room (an attacker holding connections open with partial requests loses them to real clients,
+which send a request at once); if every connection is busy or served, the new one is closed
+(logged at most once a minute). The process's open-file limit is raised to fit the cap. The
+guard also caps asyncio's read size per connection (see ``_READ_SIZE``) to keep memory flat.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import time
 from bisect import bisect_left
+from collections.abc import Callable
 from ipaddress import ip_address
 from socket import AF_INET, AF_INET6, inet_pton
 from time import perf_counter
@@ -27,6 +53,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 from johnlocke import protocol, status_page
@@ -307,12 +334,228 @@ def runner_options(config: Config) -> dict[str, Any]:
         # Room for an over-long query to reach the parser, which answers it with a bencoded
         # failure; only a request line beyond this gets aiohttp's plain 400.
         "max_line_size": protocol.MAX_QUERY_LENGTH * 2,
+        # Clients send a handful of short headers; these bound what one connection can make the
+        # parser hold (aiohttp's defaults allow 128 fields of 8 KB).
+        "max_headers": _MAX_HEADERS,
+        "max_field_size": _MAX_FIELD,
+        # A request body is never read; drain one for at most this long before closing.
+        "lingering_time": 2.0,
+        "logger": _server_log,
     }
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with malformed HTTP requests logged at debug level.
+
+    aiohttp logs every request its parser refuses (answered with a 4xx) as an error with a
+    traceback: anyone could fill the log with garbage. Real errors keep their level.
+    """
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= (exc_info.code or 0) < 500:
+            self.debug("%s: %s", msg % args if args else msg, exc_info, **kwargs)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_server_log = _ServerLog(logging.getLogger("aiohttp.server"), {})
+
+
+_MAX_HEADERS = 32
+_MAX_FIELD = 4096
+# The most bytes a new connection may send before its first request head is complete.
+_MAX_HEAD = protocol.MAX_QUERY_LENGTH * 2 + 16 * 1024
+_WARN_EVERY = 60.0  # seconds between two "connection limit reached" warnings
+# asyncio's selector transport reads up to 256 KiB at a time: a 256 KiB buffer per read, shrunk
+# to the few hundred bytes that came. Under glibc's malloc that fragments the heap (once the
+# first such buffer is freed, the dynamic mmap threshold rises and every read buffer comes from
+# the heap): in benchmarks/soak.py the RSS crept up ~1 MB/min under hostile traffic, and stayed
+# flat with 16 KiB reads, at the same answers/s. uvloop reads into its own buffer: unaffected.
+_READ_SIZE = 16 * 1024
+
+
+class _Limits:
+    """The connection cap and first-request deadline, shared by all listeners of one runner."""
+
+    def __init__(self, max_connections: int, request_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.open = 0
+        # Connections still waiting for their first complete request, oldest first.
+        self.waiting: dict[_Guard, None] = {}
+        self.refused = 0
+        self.evicted = 0
+        self.timed_out = 0
+        self._refused_logged = 0
+        self._warned = -_WARN_EVERY
+
+    def refuse(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY:
+            log.warning(
+                "connection limit reached ([http] max_connections = %d): refused %d connections"
+                " since the last warning",
+                self.max_connections,
+                self.refused - self._refused_logged,
+            )
+            self._warned = now
+            self._refused_logged = self.refused
+
+
+class _Guard(asyncio.Protocol):
+    """One connection: enforces ``_Limits`` and passes every event on to aiohttp's handler."""
+
+    __slots__ = ("limits", "make", "inner", "transport", "timer", "seen", "tail", "counted")
+
+    def __init__(self, limits: _Limits, make: Callable[[], asyncio.Protocol]) -> None:
+        self.limits = limits
+        self.make = make
+        self.inner: asyncio.Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.seen = 0
+        self.tail = b""
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self.limits
+        if limits.open >= limits.max_connections:
+            if limits.waiting:
+                limits.evicted += 1
+                next(iter(limits.waiting)).drop()
+            else:
+                limits.refuse()
+                transport.close()
+                return
+        limits.open += 1
+        self.counted = True
+        if getattr(transport, "max_size", 0) > _READ_SIZE:
+            transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]
+        self.timer = asyncio.get_running_loop().call_later(limits.request_timeout, self._expire)
+        limits.waiting[self] = None
+        self.inner = self.make()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.timer is not None:
+            self._watch(data)
+            if self.transport is None:
+                return
+        self.inner.data_received(data)  # type: ignore[union-attr]
+
+    def _watch(self, data: bytes) -> None:
+        buf = self.tail + data
+        if b"\r\n\r\n" in buf or b"\n\n" in buf:
+            self._release_timer()
+            self.tail = b""
+            return
+        self.seen += len(data)
+        if self.seen > _MAX_HEAD:
+            self.drop()
+            return
+        self.tail = buf[-3:]
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.limits.timed_out += 1
+            self.drop()
+
+    def _release_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.limits.waiting.pop(self, None)
+
+    def _release(self) -> None:
+        self._release_timer()
+        if self.counted:
+            self.counted = False
+            self.limits.open -= 1
+
+    def drop(self) -> None:
+        """Close the connection now (aiohttp's handler hears of it through connection_lost)."""
+        self._release()
+        transport = self.transport
+        self.transport = None
+        if transport is not None:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        self.transport = None
+        inner = self.inner
+        if inner is not None:
+            self.inner = None
+            inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+
+class _GuardedRunner(web.AppRunner):
+    """An ``AppRunner`` whose listeners create ``_Guard`` protocols around aiohttp's handlers.
+
+    Sites get their protocol factory from ``runner.server``; the runner itself keeps using the
+    real ``web.Server`` for shutdown, so closing and draining connections work as usual.
+    """
+
+    def __init__(self, app: web.Application, limits: _Limits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.limits = limits
+        self._factory: Callable[[], asyncio.Protocol] | None = None
+        self._for: web.Server | None = None
+
+    @property
+    def server(self) -> Any:
+        inner = super().server
+        if inner is None:
+            return None
+        if self._for is not inner:
+            self._factory = functools.partial(_Guard, self.limits, inner)
+            self._for = inner
+        return self._factory
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets plus a margin, if the hard limit allows."""
+    try:
+        import resource
+    except ImportError:
+        return
+    want = connections + 64  # listeners, the snapshot, logs, the event loop's own descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError):
+        new = soft
+    if new < want:
+        log.warning(
+            "the open-file limit (%d) is below [http] max_connections (%d) plus a margin:"
+            " raise it (ulimit -n, LimitNOFILE=) or lower max_connections",
+            new,
+            connections,
+        )
 
 
 async def start(app: web.Application, config: Config) -> web.AppRunner:
     """Listen on every configured address; raise OSError if none could be bound."""
-    runner = web.AppRunner(app, **runner_options(config))
+    _raise_open_file_limit(config.http.max_connections)
+    limits = _Limits(config.http.max_connections, config.http.request_timeout)
+    runner = _GuardedRunner(app, limits, **runner_options(config))
     await runner.setup()
     bound = []
     errors = []

@@ -334,6 +334,10 @@ class StatsService:
         PlatformCollector(registry=self.registry)
         self._apply(config)
 
+    def snapshot_written(self, wall_time: float) -> None:
+        """The snapshot service wrote a snapshot at ``wall_time`` (for the snapshot age)."""
+        self.stats.snapshot_time = wall_time
+
     def _apply(self, config: Config) -> None:
         self.config = config
         s = config.stats

@@ -35,6 +35,12 @@ it is empty (or, in ``close``, together with the totals).
 
 Nothing here awaits except ``sweep`` and ``top_swarms``, which yield to the event loop between
 slices.
+
+Snapshots (``johnlocke.snapshot``) take the columns as they are: ``dump`` hands out copies of a
+batch of swarms at a time, and ``restore`` takes them back, drops peers that expired meanwhile
+and rebuilds each swarm's index. The store's clock, ``now()``, can be set on restore so that it
+continues the clock of the store that wrote the snapshot: ``last_seen`` values stay valid as they
+are, with no per-peer rewriting.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ import random
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from struct import Struct
+from typing import NamedTuple
 
 from johnlocke.errors import ClientError
 from johnlocke.store import ADDR_LEN, Candidate, Pick, StoreStats, SwarmNotFound
@@ -74,6 +81,40 @@ _RUN = 8
 _TOP_SLICE = 20_000
 _BIG_ENDIAN = sys.byteorder == "big"
 _WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width per table
+
+
+class SwarmRecord(NamedTuple):
+    """One swarm's columns as immutable copies: what ``restore`` takes (``dumped_records``
+    reads a ``dump`` batch as these).
+
+    Table ``t`` holds ``len(meta[t]) // 28`` peers; ``addrs[t]`` is their compact addresses
+    (6 bytes each for tables 0 and 1, 18 for 2 and 3) and ``meta[t]`` their 28-byte records:
+    peer_id, last_seen (u32 little-endian, store clock), key_hash (u32 little-endian).
+    """
+
+    info_hash: bytes
+    downloaded: int
+    addrs: tuple[bytes, bytes, bytes, bytes]
+    meta: tuple[bytes, bytes, bytes, bytes]
+
+
+DUMP_FIELDS = 10  # items per swarm in a ``MemoryStore.dump`` batch
+
+
+def dumped_records(batch: list[bytes | int]) -> Iterator[SwarmRecord]:
+    """A ``MemoryStore.dump`` batch as ``SwarmRecord``s."""
+    for i in range(0, len(batch), DUMP_FIELDS):
+        f = batch[i : i + DUMP_FIELDS]
+        yield SwarmRecord(f[0], f[1], (f[2], f[4], f[6], f[8]), (f[3], f[5], f[7], f[9]))  # type: ignore[arg-type]
+
+
+def _seen_column(meta: bytes) -> array:
+    """Every record's last_seen, read in C: records are 7 u32 words and last_seen is word 5."""
+    words = array("I")
+    words.frombytes(meta)
+    if _BIG_ENDIAN:
+        words.byteswap()
+    return words[_SEEN // 4 :: META_LEN // 4]
 
 
 def _new_index(size: int) -> array:
@@ -312,6 +353,67 @@ class Swarm:
             self.ipc = IpCounts.of(self)
         if self.ipc.get(ip) >= cap:
             raise ClientError(f"too many peers from your address in this torrent (at most {cap})")
+
+    @classmethod
+    def restore(
+        cls,
+        downloaded: int,
+        addrs: tuple[bytes, ...],
+        meta: tuple[bytes, ...],
+        cutoff: int,
+    ) -> Swarm | None:
+        """A swarm from dumped columns, without the peers last seen before ``cutoff``.
+
+        ``None`` if no peer is left. Raises ``ValueError`` if the columns do not fit together or
+        a peer_id appears twice (the index could not tell the two apart).
+        """
+        # Counted into the store's totals only once the whole snapshot loaded (all or nothing).
+        swarm = cls([0, 0, 0, 0])
+        swarm.downloaded = downloaded
+        used = 0
+        ids: list[list[bytes]] = [[], [], [], []]
+        for t in range(4):
+            m = meta[t]
+            a = addrs[t]
+            n, rest = divmod(len(m), META_LEN)
+            w = _WIDTH[t]
+            if rest or len(a) != n * w:
+                raise ValueError(f"table {t}: {len(m)} bytes of records for {len(a)} of addresses")
+            if not n:
+                continue
+            seen = _seen_column(m)
+            if min(seen) < cutoff:
+                keep = [s for s in range(n) if seen[s] >= cutoff]
+                if not keep:
+                    continue
+                m = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
+                a = b"".join([a[s * w : (s + 1) * w] for s in keep])
+                n = len(keep)
+            swarm.meta[t] = bytearray(m)
+            swarm.addrs[t] = bytearray(a)
+            swarm.totals[t] = n
+            ids[t] = [m[o : o + 20] for o in range(0, n * META_LEN, META_LEN)]
+            used += n
+        if not used:
+            return None
+        swarm.used = used
+        # The index, as _resize builds it, from the peer_ids already sliced out above; a probe
+        # that meets the same peer_id finds a duplicate for the price of the collisions alone.
+        size = _MIN_INDEX
+        while size * 2 < used * 3 + 3:
+            size *= 2
+        index = _new_index(size)
+        mask = size - 1
+        for t in range(4):
+            for slot, peer_id in enumerate(ids[t]):
+                i = hash(peer_id) & mask
+                while (e := index[i]) != _EMPTY:
+                    if ids[e & 3][e >> 2] == peer_id:
+                        raise ValueError("a peer_id appears twice in one swarm")
+                    i = (i + 1) & mask
+                index[i] = slot << 2 | t
+        swarm.index = index
+        return swarm
 
     # --- tables ----------------------------------------------------------------------------
 
@@ -646,6 +748,82 @@ class MemoryStore:
 
     def now(self) -> int:
         return int(self._clock() - self._epoch)
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def dump(self, max_peers: int = 50_000, max_swarms: int = 2_000) -> Iterator[list[bytes | int]]:
+        """The swarms that have peers, as batches of copies, for a snapshot.
+
+        A batch is a flat list of ``DUMP_FIELDS`` items per swarm: info_hash, downloaded, then
+        the ``addrs`` and ``meta`` columns of tables 0 to 3 (bytes copies); ``dumped_records``
+        reads one as ``SwarmRecord``s. Flat on purpose: bytes and ints are not tracked by the
+        garbage collector, so a snapshot in progress (whose batches live while a thread writes
+        them) adds no long-lived containers that would trigger a full collection, which on a
+        big store holds the event loop for ~0.1 s.
+
+        A batch holds at most ``max_swarms`` swarms and, unless one swarm alone is larger, about
+        ``max_peers`` peers, so producing one holds the event loop for a few milliseconds. The
+        caller may yield between batches; each swarm is copied whole, as it is at that moment.
+        Swarms created after the first batch are left for the next snapshot.
+        """
+        keys = list(self.swarms)
+        get = self.swarms.get
+        i = 0
+        while i < len(keys):
+            batch: list[bytes | int] = []
+            add = batch.append
+            swarms = peers = 0
+            while i < len(keys) and swarms < max_swarms and peers < max_peers:
+                ih = keys[i]
+                i += 1
+                swarm = get(ih)
+                if swarm is None or not swarm.used:
+                    continue
+                a = swarm.addrs
+                m = swarm.meta
+                add(ih)
+                add(swarm.downloaded)
+                add(bytes(a[0]))
+                add(bytes(m[0]))
+                add(bytes(a[1]))
+                add(bytes(m[1]))
+                add(bytes(a[2]))
+                add(bytes(m[2]))
+                add(bytes(a[3]))
+                add(bytes(m[3]))
+                swarms += 1
+                peers += swarm.used
+            if batch:
+                yield batch
+
+    def restore(self, records: Iterable[SwarmRecord], now: int, cutoff: int) -> tuple[int, int]:
+        """Fill an empty store from ``dump``'s records; return (swarms, peers) installed.
+
+        The clock is set to continue at ``now`` (``last_seen`` values are in the writer's clock).
+        Peers last seen before ``cutoff`` are dropped, and so are swarms left without peers (as
+        the next sweep would). All or nothing: if ``records`` raises, the store stays empty.
+        """
+        if self.swarms:
+            raise RuntimeError("restore needs an empty store")
+        built: dict[bytes, Swarm] = {}
+        peers = 0
+        for rec in records:
+            if len(rec.info_hash) != 20:
+                raise ValueError("info_hash must be 20 bytes")
+            if rec.info_hash in built:
+                raise ValueError("the same swarm twice")
+            swarm = Swarm.restore(rec.downloaded, rec.addrs, rec.meta, cutoff)
+            if swarm is not None:
+                built[rec.info_hash] = swarm
+                peers += swarm.used
+        self._epoch = self._clock() - now
+        totals = self.totals
+        for swarm in built.values():
+            for t in range(4):
+                totals[t] += swarm.totals[t]
+            swarm.totals = totals
+        self.swarms.update(built)
+        return len(built), peers
 
     async def announce(
         self,

@@ -1,0 +1,158 @@
+"""What the connection guard (``[http] max_connections``/``request_timeout``) costs per request.
+
+    python benchmarks/guard_overhead.py                 # 3 rounds x 5 s per mode
+    python benchmarks/guard_overhead.py --seconds 10 --connections 32
+
+1. Per data chunk: the guard forwards ``data_received`` to aiohttp's handler after one
+   attribute test; timed against calling the handler directly (a no-op stand-in), in ns.
+2. End to end: the tracker app served by a child process, once through ``johnlocke.http.start``
+   (guarded) and once through a plain ``AppRunner``/``TCPSite`` (no guard), alternating; this
+   process drives keep-alive announces over raw sockets from ``--connections`` clients and counts
+   answers/s. With two or more cores the server is pinned to core 1 and the client to core 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from pathlib import Path
+from urllib.parse import quote_from_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SERVER = """
+import asyncio, sys
+from aiohttp import web
+from johnlocke.config import validate
+from johnlocke.http import build_app, runner_options, start
+from johnlocke.store.memory import MemoryStore
+from johnlocke.tracker import Tracker
+
+async def main(mode):
+    config = validate({"http": {"host": "127.0.0.1", "port": 0}}, "<bench>")
+    tracker = Tracker(config, MemoryStore())
+    app = build_app(tracker, config)
+    if mode == "guarded":
+        runner = await start(app, config)
+    else:
+        runner = web.AppRunner(app, **runner_options(config))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+    print("PORT", runner.addresses[0][1], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def per_chunk_ns() -> tuple[float, float]:
+    from johnlocke.http import _Guard, _Limits
+
+    class Inner:
+        def connection_made(self, transport):
+            pass
+
+        def data_received(self, data):
+            pass
+
+    class Transport:
+        def close(self):
+            pass
+
+    async def build():
+        guard = _Guard(_Limits(10, 60.0), Inner)
+        guard.connection_made(Transport())
+        guard.data_received(b"GET / HTTP/1.1\r\n\r\n")  # the first request is complete
+        return guard
+
+    guard = asyncio.run(build())
+    inner = guard.inner
+    data = b"x" * 400
+    n = 2_000_000
+    through = min(timeit.repeat(lambda: guard.data_received(data), number=n, repeat=5)) / n
+    direct = min(timeit.repeat(lambda: inner.data_received(data), number=n, repeat=5)) / n
+    return through * 1e9, direct * 1e9
+
+
+async def drive(port: int, seconds: float, connections: int) -> float:
+    rng = random.Random(1)
+    targets = []
+    for s in range(200):
+        ih = quote_from_bytes(s.to_bytes(20, "big"))
+        for p in range(25):
+            pid = quote_from_bytes(b"-BM0001-" + rng.randbytes(12))
+            targets.append(
+                f"GET /announce?info_hash={ih}&peer_id={pid}&port={6000 + p}&left=5&compact=1"
+                " HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            )
+    deadline = time.monotonic() + seconds
+    count = 0
+
+    async def client() -> None:
+        nonlocal count
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            writer.write(rng.choice(targets))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+            await reader.readexactly(length)
+            count += 1
+        writer.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return count / (time.monotonic() - t0)
+
+
+def serve(mode: str) -> tuple[subprocess.Popen, int]:
+    cmd = [sys.executable, "-c", SERVER, mode]
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "1", *cmd]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)), text=True
+    )
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    return proc, int(line.split()[1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=16)
+    args = p.parse_args()
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+    through, direct = per_chunk_ns()
+    print(f"per data chunk: {through:.0f} ns through the guard, {direct:.0f} ns direct")
+    rates: dict[str, list[float]] = {"guarded": [], "plain": []}
+    for _ in range(args.rounds):
+        for mode in ("plain", "guarded"):
+            proc, port = serve(mode)
+            try:
+                rates[mode].append(asyncio.run(drive(port, args.seconds, args.connections)))
+            finally:
+                proc.kill()
+                proc.wait()
+    for mode, values in rates.items():
+        print(
+            f"{mode:8s} answers/s: median {statistics.median(values):.0f}"
+            f" ({', '.join(f'{v:.0f}' for v in values)})"
+        )
+    g, b = statistics.median(rates["guarded"]), statistics.median(rates["plain"])
+    print(f"RESULT guard overhead {100 * (b - g) / b:+.1f}% of answers/s (noise is a few %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
