@@ -150,3 +150,21 @@ async def test_top_swarms_yields_to_the_event_loop_on_many_swarms():
     # 50,000 swarms in slices of 20,000: the loop got control between slices.
     assert ticks >= 2
     assert await store.stats() == (50_000, 3, 50_000, 0, 0)
+
+
+async def test_small_swarms_have_no_index_and_cross_the_boundary_both_ways():
+    store = MemoryStore()
+    for n in range(16):
+        await store.announce(IH, pid(n), v4(n), n % 3 == 0, 0, False)
+    swarm = store.swarms[IH]
+    assert swarm.index is None  # small: peer_ids are found by scanning the columns
+    for n in range(16, 40):
+        await store.announce(IH, pid(n), v4(n), n % 3 == 0, 0, False)
+    assert swarm.index is not None
+    for n in range(5, 40):
+        await store.remove(IH, pid(n), v4(n), 0)
+    assert swarm.index is None and swarm.used == 5
+    # Every remaining peer is still found (no duplicate on re-announce), as a leecher or seeder.
+    for n in range(5):
+        await store.announce(IH, pid(n), v4(n), True, 0, False)
+    assert await store.scrape([IH]) == [(IH, 5, 0, 3)]

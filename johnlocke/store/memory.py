@@ -18,7 +18,11 @@ below the table's length is a live peer and a sample is a choice of slots.
 
 Finding a peer by peer_id uses a per-swarm open-addressing hash index, an ``array('i')`` whose
 entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``:
-4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer.
+4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer. Most
+swarms are small, and there the index would cost more than the peers (an array object per
+swarm): a swarm of up to ``_SMALL`` peers has none and finds a peer_id with ``bytes.find`` over
+its meta columns (a few hundred bytes, scanned in C). The index is built when a swarm grows past
+``_SMALL`` and dropped when it shrinks to half of that.
 
 Per-IP limits (``max_per_ip``) need to know how many peers an IP has in a swarm. A dict per
 (swarm, IP) would cost ~100 bytes per peer, so a swarm that is asked about it once keeps an
@@ -70,7 +74,10 @@ _PROTO_SHIFT = 30
 _SPEAKS = [bytes(1 if b >> 6 & proto else 0 for b in range(256)) for proto in range(4)]
 _EMPTY = -1
 _DELETED = -2
-_MIN_INDEX = 8
+_MIN_INDEX = 32
+# Swarms up to this size have no index (see the theory of operation); it is dropped again at
+# half this size, so a swarm at the boundary does not build and drop it on every announce.
+_SMALL = 16
 # Peers examined per sweep slice: ~0.2 us each, so a slice holds the loop for a few ms.
 _SWEEP_SLICE = 20_000
 # Peers per run when sampling: long enough that slicing is cheap, short enough that peers
@@ -283,7 +290,7 @@ class Swarm:
         # bytearrays per swarm (most swarms never see IPv6, many never see a seeder).
         self.addrs: list[bytes | bytearray] = [b"", b"", b"", b""]
         self.meta: list[bytes | bytearray] = [b"", b"", b"", b""]
-        self.index = _new_index(_MIN_INDEX)
+        self.index: array | None = None  # built past _SMALL peers
         self.used = 0
         self.deleted = 0
         self.downloaded = 0
@@ -303,8 +310,20 @@ class Swarm:
     # --- index -----------------------------------------------------------------------------
 
     def _probe(self, peer_id: bytes) -> tuple[int, int]:
-        """(index position, entry) for peer_id; entry -1 and a free position when absent."""
+        """(index position, entry) for peer_id; entry -1 and a free position when absent.
+
+        Without an index the position is -1 and the meta columns are searched instead."""
         index = self.index
+        if index is None:
+            meta = self.meta
+            for t in range(4):
+                col = meta[t]
+                i = col.find(peer_id)
+                while i >= 0:
+                    if i % META_LEN == 0:  # a match inside another field does not count
+                        return -1, (i // META_LEN) << 2 | t
+                    i = col.find(peer_id, i + 1)
+            return -1, -1
         mask = len(index) - 1
         i = hash(peer_id) & mask
         free = -1
@@ -322,6 +341,8 @@ class Swarm:
 
     def _reposition(self, peer_id: bytes, old: int, new: int) -> None:
         index = self.index
+        if index is None:
+            return
         mask = len(index) - 1
         i = hash(peer_id) & mask
         while index[i] != old:
@@ -412,7 +433,7 @@ class Swarm:
                         raise ValueError("a peer_id appears twice in one swarm")
                     i = (i + 1) & mask
                 index[i] = slot << 2 | t
-        swarm.index = index
+        swarm.index = index if used > _SMALL else None  # built anyway: it finds duplicates
         return swarm
 
     # --- tables ----------------------------------------------------------------------------
@@ -450,11 +471,18 @@ class Swarm:
         if self.ipc is not None:
             w = _WIDTH[t]
             self.ipc.sub(bytes(self.addrs[t][slot * w : slot * w + w - 2]))
-        self.index[pos] = _DELETED
         self.used -= 1
+        index = self.index
+        if index is None:
+            self._cut(t, slot)
+            return
+        index[pos] = _DELETED
         self.deleted += 1
         self._cut(t, slot)
-        if self.used * 8 < len(self.index) and len(self.index) > _MIN_INDEX:
+        if self.used <= _SMALL // 2:
+            self.index = None
+            self.deleted = 0
+        elif self.used * 8 < len(index) and len(index) > _MIN_INDEX:
             self._resize()
 
     def _check_owner(self, t: int, slot: int, addr: bytes, key_hash: int) -> None:
@@ -493,12 +521,17 @@ class Swarm:
             slot = self._append(t, addr, _META.pack(peer_id, now, key))
             if self.ipc is not None:
                 self.ipc.add(addr[:-2])
-            if self.index[pos] == _DELETED:
-                self.deleted -= 1
-            self.index[pos] = slot << 2 | t
             self.used += 1
-            if (self.used + self.deleted) * 3 > len(self.index) * 2:
-                self._resize()
+            index = self.index
+            if index is None:
+                if self.used > _SMALL:
+                    self._resize()
+            else:
+                if index[pos] == _DELETED:
+                    self.deleted -= 1
+                index[pos] = slot << 2 | t
+                if (self.used + self.deleted) * 3 > len(index) * 2:
+                    self._resize()
             # A stranger saying "completed" finished while we did not know it (a restart).
             counted = completed and seeder
             if counted:
@@ -529,7 +562,8 @@ class Swarm:
             return t, old_slot, counted, True
         self._cut(old_t, old_slot)
         slot = self._append(t, addr, meta)
-        self.index[pos] = slot << 2 | t
+        if self.index is not None:
+            self.index[pos] = slot << 2 | t
         return t, slot, counted, True
 
     def remove(self, peer_id: bytes, addr: bytes, key_hash: int) -> bool:
