@@ -90,7 +90,8 @@ async def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     await fill(store, args.peers, args.swarms)
     fill_s = time.perf_counter() - t0
-    swarms, seeders, leechers = await store.stats()
+    st = await store.stats()
+    swarms, seeders, leechers = st.swarms, st.seeders, st.leechers
     print(
         f"store: {swarms} swarms, {seeders + leechers} peers ({seeders} seeders),"
         f" filled in {fill_s:.1f} s, {rss_mb() - rss0:.0f} MB RSS"
@@ -121,12 +122,16 @@ async def main(args: argparse.Namespace) -> int:
     rss1 = rss_mb()
     peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
+    c0 = time.process_time()
     SnapshotService(config, loaded, workdir).load()
     load_s = time.perf_counter() - t0
-    got = await loaded.stats()
+    load_cpu = time.process_time() - c0
+    got_stats = await loaded.stats()
+    got = (got_stats.swarms, got_stats.seeders, got_stats.leechers)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak0
     print(
-        f"load:           {load_s:.2f} s for {got[0]} swarms, {got[1] + got[2]} peers;"
+        f"load:           {load_s:.2f} s ({load_cpu:.2f} s CPU) for {got[0]} swarms,"
+        f" {got[1] + got[2]} peers;"
         f" store {rss_mb() - rss1:.0f} MB RSS (process peak grew {peak:.0f} MB)"
     )
     same = got == (swarms, seeders, leechers) and all(

@@ -96,7 +96,8 @@ class SwarmRecord(NamedTuple):
 
     Table ``t`` holds ``len(meta[t]) // 28`` peers; ``addrs[t]`` is their compact addresses
     (6 bytes each for tables 0 and 1, 18 for 2 and 3) and ``meta[t]`` their 28-byte records:
-    peer_id, last_seen (u32 little-endian, store clock), key_hash (u32 little-endian).
+    peer_id, last_seen (u32 little-endian, store clock), key (u32 little-endian: 30 bits of
+    key hash, 2 bits of proto).
     """
 
     info_hash: bytes
