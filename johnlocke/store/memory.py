@@ -78,8 +78,11 @@ _MIN_INDEX = 32
 # Swarms up to this size have no index (see the theory of operation); it is dropped again at
 # half this size, so a swarm at the boundary does not build and drop it on every announce.
 _SMALL = 16
-# Peers examined per sweep slice: ~0.2 us each, so a slice holds the loop for a few ms.
+# Work per sweep slice, in peers examined (~0.2 us each; a removal counts _REMOVAL_COST more):
+# a slice holds the event loop for a few ms.
 _SWEEP_SLICE = 20_000
+_SWEEP_STEP = 1_000  # slots per expire() call
+_REMOVAL_COST = 12  # a removal costs about as much as examining this many peers
 # Peers per run when sampling: long enough that slicing is cheap, short enough that peers
 # handed out together vary from answer to answer.
 _RUN = 8
@@ -468,7 +471,7 @@ class Swarm:
         del meta[last * META_LEN :]  # type: ignore[union-attr]
         del addrs[last * w :]  # type: ignore[union-attr]
 
-    def _forget(self, pos: int, t: int, slot: int) -> None:
+    def _forget(self, pos: int, t: int, slot: int, shrink: bool = True) -> None:
         if self.ipc is not None:
             w = _WIDTH[t]
             self.ipc.sub(bytes(self.addrs[t][slot * w : slot * w + w - 2]))
@@ -483,7 +486,9 @@ class Swarm:
         if self.used <= _SMALL // 2:
             self.index = None
             self.deleted = 0
-        elif self.used * 8 < len(index) and len(index) > _MIN_INDEX:
+        elif shrink and self.used * 8 < len(index) and len(index) > _MIN_INDEX:
+            # Not during a sweep: a rebuild is O(peers) in one go, too long for a sweep slice
+            # on a huge swarm; the next ordinary removal shrinks the index instead.
             self._resize()
 
     def _check_owner(self, t: int, slot: int, addr: bytes, key_hash: int) -> None:
@@ -589,7 +594,7 @@ class Swarm:
             off = slot * META_LEN
             if unpack(meta, off + _SEEN)[0] < cutoff:
                 pos, _ = self._probe(bytes(meta[off : off + 20]))
-                self._forget(pos, t, slot)
+                self._forget(pos, t, slot, shrink=False)
                 meta = self.meta[t]
                 removed += 1
         return removed
@@ -932,6 +937,9 @@ class MemoryStore:
         return True
 
     async def sweep(self, cutoff: int) -> int:
+        # Work is counted in peers examined, a removal weighing _REMOVAL_COST more (it probes
+        # the index and moves a record); each expire() call looks at no more than _SWEEP_STEP
+        # slots, so the loop is never held for much longer than one slice's worth.
         removed = 0
         work = 0
         for ih in list(self.swarms):
@@ -941,14 +949,15 @@ class MemoryStore:
             for t in range(4):
                 hi = swarm.size(t)
                 while hi > 0:
-                    step = min(hi, _SWEEP_SLICE - work)
-                    removed += swarm.expire(t, cutoff, hi, step)
+                    step = min(hi, _SWEEP_STEP)
+                    gone = swarm.expire(t, cutoff, hi, step)
+                    removed += gone
                     hi -= step
-                    work += step
+                    work += step + gone * _REMOVAL_COST
                     if work >= _SWEEP_SLICE:
                         await asyncio.sleep(0)
                         work = 0
-            work += 1
+            work += 2
             # The swarm may have been refilled while we yielded: look again before dropping it.
             if swarm.used == 0 and self.swarms.get(ih) is swarm:
                 del self.swarms[ih]
