@@ -294,6 +294,59 @@ def proc_status_kib(pid: int, field_name: str) -> int | None:
     return None
 
 
+_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy so far (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / _CLK
+
+
+def _all_cpu() -> dict[int, tuple[float, str]]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    text = f.read()
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                fields = text.rpartition(")")[2].split()
+                out[int(entry)] = ((int(fields[11]) + int(fields[12])) / _CLK, name)
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def other_load(seconds: float = 2.0) -> tuple[float, list[tuple[float, int, str]]]:
+    """(share of one core that other processes used over ``seconds``, top [(share, pid, name)])."""
+    me = os.getpid()
+    before, busy0 = _all_cpu(), machine_busy_seconds()
+    time.sleep(seconds)
+    after, busy1 = _all_cpu(), machine_busy_seconds()
+    top = []
+    for pid, (cpu, name) in after.items():
+        if pid == me:
+            continue
+        d = cpu - before.get(pid, (cpu, name))[0]
+        if d > 0:
+            top.append((d / seconds, pid, name))
+    top.sort(reverse=True)
+    mine = (after.get(me, (0.0, ""))[0] - before.get(me, (0.0, ""))[0]) / seconds
+    return max(0.0, (busy1 - busy0) / seconds - mine), top[:5]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -233,15 +233,6 @@ def sample_checks(
 # --- wrk ----------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def run_wrk(
     srv: bl.Server,
     paths_file: Path,
@@ -251,6 +242,7 @@ def run_wrk(
     args: argparse.Namespace,
     load_core: int | None,
     log_path: Path,
+    our_pids: list[int],
 ) -> dict:
     argv = [
         "wrk",
@@ -279,7 +271,10 @@ def run_wrk(
         str(args.threads),
     ]
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    srv_cpu0 = cpu_seconds(srv.pid)
+    before_self = resource.getrusage(resource.RUSAGE_SELF)
+    busy0 = bl.machine_busy_seconds()
+    ours0 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
+    srv_cpu0 = bl.cpu_seconds(srv.pid)
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -293,8 +288,11 @@ def run_wrk(
     except subprocess.TimeoutExpired as exc:
         stdout, stderr = str(exc.stdout or ""), "wrk timed out"
     wall = time.perf_counter() - t0
-    srv_cpu1 = cpu_seconds(srv.pid)
+    srv_cpu1 = bl.cpu_seconds(srv.pid)
+    ours1 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
+    busy1 = bl.machine_busy_seconds()
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after_self = resource.getrusage(resource.RUSAGE_SELF)
     with open(log_path, "a") as f:
         f.write(f"==== {srv.name} {kind} keepalive={keepalive}\n{stdout}\n{stderr}\n")
     result: dict = {"ok": False}
@@ -314,6 +312,12 @@ def run_wrk(
         before_children.ru_utime + before_children.ru_stime
     )
     result["wrk_cpu_pct"] = round(100 * wrk_cpu / wall, 1) if wall else None
+    # CPU that neither wrk, this script nor our servers used: other processes on the machine.
+    self_cpu = (after_self.ru_utime + after_self.ru_stime) - (
+        before_self.ru_utime + before_self.ru_stime
+    )
+    other = (busy1 - busy0) - (ours1 - ours0) - wrk_cpu - self_cpu
+    result["other_cpu_pct"] = round(max(0.0, 100 * other / wall), 1) if wall else None
     if srv_cpu0 is not None and srv_cpu1 is not None and secs:
         result["server_cpu_pct"] = round(100 * (srv_cpu1 - srv_cpu0) / wall, 1)
     result["hwm_kib"] = srv.hwm_kib()
@@ -344,6 +348,7 @@ def summarise(rounds: list[dict]) -> dict:
         "timeouts": sum(r["err_timeout"] for r in good),
         "server_cpu_pct": med("server_cpu_pct"),
         "wrk_cpu_pct": med("wrk_cpu_pct"),
+        "other_cpu_pct": max((r.get("other_cpu_pct") or 0) for r in good),
         "hwm_kib": max((r["hwm_kib"] or 0) for r in good) or None,
         "answers": sum(r["answers"] for r in good),
         "requests": sum(r["requests"] for r in good),
@@ -378,7 +383,7 @@ def fmt(v: float | None, spec: str) -> str:
 def print_table(results: dict, servers: list[bl.Server], scenarios: list[str]) -> None:
     head = (
         f"{'scenario':<15} {'server':<20} {'req/s':>8} {'rounds':>15} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'bad':>4} {'sockerr':>7} {'srv cpu':>7} {'wrk cpu':>7} "
+        f"{'p99 ms':>7} {'bad':>4} {'sockerr':>7} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6} "
         f"{'peak RSS':>9}  check"
     )
     print(head)
@@ -398,6 +403,7 @@ def print_table(results: dict, servers: list[bl.Server], scenarios: list[str]) -
                 f"{sc:<15} {srv.name:<20} {s['rps']:>8.0f} {rounds:>15} {s['p50_ms']:>7.2f} "
                 f"{s['p99_ms']:>7.2f} {s['non200'] + s['bad']:>4} {s['sock_errors']:>7} "
                 f"{fmt(s['server_cpu_pct'], '.0f'):>6}% {fmt(s['wrk_cpu_pct'], '.0f'):>6}% "
+                f"{fmt(s['other_cpu_pct'], '.0f'):>5}% "
                 f"{bl.fmt_bytes_kib(s['hwm_kib']):>5} MiB  {check}"
             )
         print()
@@ -411,6 +417,14 @@ def ratio(results: dict, a: tuple[str, str], b: tuple[str, str]) -> tuple[float 
         if r["summary"].get("rps") is None or r["invalid"]:
             return None, f"{name} figures invalid"
     return ra["summary"]["rps"] / rb["summary"]["rps"], ""
+
+
+NOISY_OTHER_PCT = 25.0
+
+
+def other_cpu(results: dict, scenario: str, server: str) -> float:
+    r = results.get(scenario, {}).get(server)
+    return (r or {}).get("summary", {}).get("other_cpu_pct") or 0.0
 
 
 def compute_ratios(results: dict) -> list[dict]:
@@ -484,6 +498,7 @@ def compute_ratios(results: dict) -> list[dict]:
     ]
     for label, a, b, target, is_target in spec:
         value, why = ratio(results, a, b)
+        noisy = max(other_cpu(results, *a), other_cpu(results, *b)) > NOISY_OTHER_PCT
         rows.append(
             {
                 "label": label,
@@ -493,6 +508,7 @@ def compute_ratios(results: dict) -> list[dict]:
                 "unit": "x",
                 "is_target": is_target,
                 "why": why,
+                "noisy": noisy,
                 "met": None if value is None or target is None else value >= target,
             }
         )
@@ -523,6 +539,7 @@ def compute_ratios(results: dict) -> list[dict]:
                     "unit": " ms",
                     "is_target": is_target,
                     "why": "",
+                    "noisy": other_cpu(results, "announce-ka", name) > NOISY_OTHER_PCT,
                     "met": p99 <= 10.0,
                 }
             )
@@ -540,6 +557,8 @@ def print_ratios(rows: list[dict]) -> None:
             verdict = "MET" if r["met"] else "NOT MET"
             if not r["is_target"]:
                 verdict = f"({verdict.lower()}, info only)"
+            if r.get("noisy"):
+                verdict += f"  [noisy: other processes used > {NOISY_OTHER_PCT:.0f}% of a core]"
         print(f"{r['label']:<{width}}  {value:>9}  {target:>9}  {verdict}")
 
 
@@ -601,6 +620,15 @@ def main() -> int:
     paths["announce"].write_text("\n".join(reannounce) + "\n")
     paths["scrape"].write_text("\n".join(scrapes) + "\n")
 
+    other, top = bl.other_load(2.0)
+    busy_note = ""
+    if other > 0.1:
+        busy_note = (
+            f"other processes used {other:.0%} of a core in a 2 s check before the run "
+            f"({', '.join(f'{name} {share:.0%}' for share, _pid, name in top[:4])}): "
+            "figures will be noisy; see the 'other' column"
+        )
+        print(f"WARNING: {busy_note}")
     servers, skipped = build_servers(args, wl, workdir, tracker_core)
     results: dict = {sc: {} for sc in args.scenarios}
     checks: dict = {}
@@ -642,7 +670,7 @@ def main() -> int:
                         )
                     )
                 # A short discarded wrk run per server warms connections, caches and JITs.
-                run_wrk(srv, paths["announce"], "announce", True, 2, args, load_core, log_path)
+                run_wrk(srv, paths["announce"], "announce", True, 2, args, load_core, log_path, [])
 
             order = list(servers)
             for sc in args.scenarios:
@@ -662,13 +690,15 @@ def main() -> int:
                             args,
                             load_core,
                             log_path,
+                            [s.pid for s in servers],
                         )
                         per[srv.name].append(r)
                         if r.get("ok"):
                             print(
                                 f"  round {rnd + 1} {srv.name:<20} {r['rps']:>8.0f} req/s  "
                                 f"p99 {r['lat_p99_us'] / 1000:6.2f} ms  bad {r['bad']}  "
-                                f"non200 {r['non200']}  sockerr {r['sock_errors']}"
+                                f"non200 {r['non200']}  sockerr {r['sock_errors']}  "
+                                f"other cpu {r.get('other_cpu_pct') or 0:.0f}%"
                             )
                         else:
                             print(f"  round {rnd + 1} {srv.name:<20} wrk failed: {r['error']}")
@@ -721,6 +751,18 @@ def main() -> int:
             notes.append(f"{srv.name} is a ceiling, not a tracker: one fixed body per route.")
     for name, why in skipped.items():
         notes.append(f"{name} skipped: {why.splitlines()[0]}")
+    worst_other = max(
+        (r["summary"].get("other_cpu_pct") or 0 for sc in results.values() for r in sc.values()),
+        default=0,
+    )
+    if worst_other > 10:
+        notes.append(
+            f"other processes (not this benchmark's) used up to {worst_other:.0f}% of a core "
+            "during some measurements ('other' column, max over rounds): those figures are "
+            "noisy; rerun on a quiet machine to confirm."
+        )
+    if busy_note:
+        notes.append(busy_note)
     for n in dict.fromkeys(notes):
         print(f"note: {n}")
     for sc in args.scenarios:
@@ -744,6 +786,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "cores": os.cpu_count(),
         "pinning": pinning,
+        "other_load_before": {"share_of_a_core": round(other, 3), "top": top},
         "args": {k: v for k, v in vars(args).items()},
         "servers": {s.name: {"kind": s.kind, "note": s.note, "argv": s.argv} for s in servers},
         "skipped": skipped,
