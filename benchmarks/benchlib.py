@@ -242,6 +242,8 @@ class Processes:
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _exit)
+        # Ctrl-C raises KeyboardInterrupt even when SIGINT was inherited as ignored (nohup, &).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -322,6 +324,9 @@ def _all_cpu() -> dict[int, tuple[float, str]]:
                 with open(f"/proc/{entry}/stat") as f:
                     text = f.read()
                 name = text[text.index("(") + 1 : text.rindex(")")]
+                with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    name = cmd[:70] or name
                 fields = text.rpartition(")")[2].split()
                 out[int(entry)] = ((int(fields[11]) + int(fields[12])) / _CLK, name)
             except (OSError, ValueError, IndexError):
@@ -345,6 +350,24 @@ def other_load(seconds: float = 2.0) -> tuple[float, list[tuple[float, int, str]
     top.sort(reverse=True)
     mine = (after.get(me, (0.0, ""))[0] - before.get(me, (0.0, ""))[0]) / seconds
     return max(0.0, (busy1 - busy0) / seconds - mine), top[:5]
+
+
+def wait_quiet(limit: float, threshold: float = 0.1) -> bool:
+    """Wait up to ``limit`` seconds until other processes use < ``threshold`` of a core."""
+    deadline = time.monotonic() + limit
+    while True:
+        other, top = other_load(3.0)
+        if other < threshold:
+            log(f"machine is quiet (other processes {other:.0%} of a core)")
+            return True
+        if time.monotonic() >= deadline:
+            log(f"still busy after {limit:.0f} s (other processes {other:.0%} of a core); going on")
+            return False
+        log(
+            f"waiting for a quiet machine: other processes use {other:.0%} of a core "
+            f"({top[0][2] if top else '?'})"
+        )
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
 def free_port() -> int:

@@ -68,6 +68,13 @@ def parse_args() -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help=f"subset of: {', '.join(SCENARIOS)}"
     )
     p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the CPUs idle",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     a = p.parse_args()
     a.duration = a.duration or (3.0 if a.quick else 7.0)
@@ -620,6 +627,8 @@ def main() -> int:
     paths["announce"].write_text("\n".join(reannounce) + "\n")
     paths["scrape"].write_text("\n".join(scrapes) + "\n")
 
+    if args.wait_quiet:
+        bl.wait_quiet(args.wait_quiet)
     other, top = bl.other_load(2.0)
     busy_note = ""
     if other > 0.1:
@@ -744,8 +753,9 @@ def main() -> int:
     for srv in servers:
         if srv.kind == "opentracker":
             notes.append(
-                "opentracker closes the connection after every answer (no keep-alive), "
-                "so its keep-alive figures are really new-connection figures."
+                "opentracker closes the connection after every answer (no keep-alive) without "
+                "saying 'Connection: close': its keep-alive figures are really new-connection "
+                "figures, and wrk counts one socket read error per answer ('sockerr')."
             )
         if srv.kind == "bare":
             notes.append(f"{srv.name} is a ceiling, not a tracker: one fixed body per route.")
@@ -801,4 +811,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this script started has been stopped", flush=True)
+        sys.exit(130)
