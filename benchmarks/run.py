@@ -697,6 +697,7 @@ def main() -> int:
                     # Rotate the order each round so no server always runs first or last.
                     shift = rnd % len(order) if order else 0
                     for srv in order[shift:] + order[:shift]:
+                        best: dict | None = None
                         for attempt in range(1 + args.retry_noisy):
                             r = run_wrk(
                                 srv,
@@ -718,13 +719,16 @@ def main() -> int:
                                 f"non200 {r['non200']}  sockerr {r['sock_errors']}  "
                                 f"other cpu {r.get('other_cpu_pct') or 0:.0f}%"
                             )
-                            noisy = (r.get("other_cpu_pct") or 0) > NOISY_OTHER_PCT
-                            if not noisy or attempt == args.retry_noisy:
+                            r["attempt"] = attempt + 1
+                            # Keep the attempt that other processes disturbed least.
+                            other = r.get("other_cpu_pct") or 0
+                            if best is None or other < (best.get("other_cpu_pct") or 0):
+                                best = r
+                            if other <= NOISY_OTHER_PCT or attempt == args.retry_noisy:
                                 break
                             print("    (other processes were busy: measuring it again)")
                             time.sleep(5)
-                        r["attempts"] = attempt + 1
-                        per[srv.name].append(r)
+                        per[srv.name].append(best if best is not None else r)
                         time.sleep(0.5)
                 for srv in servers:
                     results[sc][srv.name] = {
