@@ -242,6 +242,8 @@ class Processes:
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _exit)
+        # Ctrl-C raises KeyboardInterrupt even when SIGINT was inherited as ignored (nohup, &).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -292,6 +294,82 @@ def proc_status_kib(pid: int, field_name: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy so far in processes (user, nice, system) or stolen by
+    the hypervisor. Interrupt and softirq time is left out: on loopback it is mostly the
+    benchmark's own packets, and it is charged to no process."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[7]) / _CLK
+
+
+def _all_cpu() -> dict[int, tuple[float, str]]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    text = f.read()
+                name = text[text.index("(") + 1 : text.rindex(")")]
+                with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    name = cmd[:70] or name
+                fields = text.rpartition(")")[2].split()
+                out[int(entry)] = ((int(fields[11]) + int(fields[12])) / _CLK, name)
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def other_load(seconds: float = 2.0) -> tuple[float, list[tuple[float, int, str]]]:
+    """(share of one core that other processes used over ``seconds``, top [(share, pid, name)])."""
+    me = os.getpid()
+    before, busy0 = _all_cpu(), machine_busy_seconds()
+    time.sleep(seconds)
+    after, busy1 = _all_cpu(), machine_busy_seconds()
+    top = []
+    for pid, (cpu, name) in after.items():
+        if pid == me:
+            continue
+        d = cpu - before.get(pid, (cpu, name))[0]
+        if d > 0:
+            top.append((d / seconds, pid, name))
+    top.sort(reverse=True)
+    mine = (after.get(me, (0.0, ""))[0] - before.get(me, (0.0, ""))[0]) / seconds
+    return max(0.0, (busy1 - busy0) / seconds - mine), top[:5]
+
+
+def wait_quiet(limit: float, threshold: float = 0.1) -> bool:
+    """Wait up to ``limit`` seconds until other processes use < ``threshold`` of a core."""
+    deadline = time.monotonic() + limit
+    while True:
+        other, top = other_load(3.0)
+        if other < threshold:
+            log(f"machine is quiet (other processes {other:.0%} of a core)")
+            return True
+        if time.monotonic() >= deadline:
+            log(f"still busy after {limit:.0f} s (other processes {other:.0%} of a core); going on")
+            return False
+        log(
+            f"waiting for a quiet machine: other processes use {other:.0%} of a core "
+            f"({top[0][2] if top else '?'})"
+        )
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
 def free_port() -> int:

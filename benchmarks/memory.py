@@ -413,4 +413,8 @@ def table_line(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this script started has been stopped", flush=True)
+        sys.exit(130)

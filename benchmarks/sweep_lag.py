@@ -173,4 +173,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this script started has been stopped", flush=True)
+        sys.exit(130)
