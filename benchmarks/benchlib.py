@@ -567,7 +567,9 @@ def johnlocke_server(
     config = workdir / f"{name}.toml"
     config.write_text(
         "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
-        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n{extra_toml}'
+        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n'
+        # Each server its own snapshot file: two daemons may not share one (the lock).
+        f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
     )
     argv = pinned([sys.executable, "-m", "johnlocke", "--config", str(config)], core)
     return Server(
