@@ -47,6 +47,7 @@ from bencodepy.decoder import BencodeDecoder
 from johnlocke.config import AccessConfig, Config, ConfigError
 from johnlocke.errors import ClientError
 from johnlocke.logs import hide
+from johnlocke.service import cancel_task
 from johnlocke.store import Store
 
 log = logging.getLogger("johnlocke.admission")
@@ -644,13 +645,8 @@ class Access:
         self._schedule()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def reload(self, config: Config) -> None:
         """SIGHUP: re-read every list and the passkeys, rescan the folder, apply the new

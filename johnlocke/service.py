@@ -10,6 +10,8 @@ read files does so off the event loop); the CLI awaits it before logging the rel
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -26,3 +28,11 @@ class Service(Protocol):
     def reload(self, config: Config) -> None | Awaitable[None]:
         """Apply a new, already validated configuration, or raise and keep the old one."""
         ...
+
+
+async def cancel_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a service's background task (if any) and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

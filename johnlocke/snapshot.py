@@ -100,6 +100,7 @@ from struct import Struct
 from typing import BinaryIO, Protocol
 
 from johnlocke.config import Config
+from johnlocke.service import cancel_task
 from johnlocke.store import ADDR_LEN
 from johnlocke.store.memory import DUMP_FIELDS, META_LEN, SwarmRecord
 
@@ -416,11 +417,8 @@ class SnapshotService:
     async def stop(self) -> None:
         if self.path is None:
             return
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         if self._writing is not None:  # a periodic snapshot still running in its thread
             await asyncio.wait([self._writing])
             self._writing = None

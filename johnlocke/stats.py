@@ -46,6 +46,7 @@ from prometheus_client.core import (
 
 from johnlocke import __version__
 from johnlocke.config import Config
+from johnlocke.service import cancel_task
 from johnlocke.store import Store, StoreStats
 
 log = logging.getLogger("johnlocke.stats")
@@ -357,13 +358,8 @@ class StatsService:
             self._task = asyncio.get_running_loop().create_task(self._tick_forever())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     def reload(self, config: Config) -> None:
         self._apply(config)

@@ -29,6 +29,7 @@ from johnlocke.protocol import (
     AnnounceRequest,
     encode_compact_announce,
 )
+from johnlocke.service import cancel_task
 from johnlocke.store import Store, SwarmNotFound, SwarmView
 from johnlocke.strategy import StrategySet
 
@@ -255,13 +256,8 @@ class Tracker:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
-            self._sweeper = None
+        await cancel_task(self._sweeper)
+        self._sweeper = None
 
     def reload(self, config: Config) -> None:
         # Load every new strategy before swapping anything: a bad section changes nothing.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -125,3 +126,24 @@ def fill_disk(mnt: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+class LoopTurns:
+    """``async with LoopTurns() as turns:`` counts how often other tasks ran meanwhile, i.e.
+    whether the code inside gave the event loop back instead of holding it throughout."""
+
+    count = 0
+
+    async def __aenter__(self) -> LoopTurns:
+        self._done = False
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def _tick(self) -> None:
+        while not self._done:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._done = True
+        await self._task

@@ -11,6 +11,7 @@ import pytest
 from johnlocke.errors import ClientError
 from johnlocke.store.memory import MemoryStore, runs
 
+from .conftest import LoopTurns
 from .store_contract import IH, StoreContract, pid, v4
 
 
@@ -25,24 +26,13 @@ async def test_sweep_yields_to_the_event_loop_on_big_swarms():
     store = MemoryStore(clock=lambda: clock_t[0])
     for n in range(60_000):
         await store.announce(IH, pid(n), v4(n), n % 4 == 0, 0, False)
-    ticks = 0
-    done = False
-
-    async def ticker():
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    clock_t[0] += 10
-    removed = await store.sweep(store.now())
-    done = True
-    await task
+    async with LoopTurns() as turns:
+        clock_t[0] += 10
+        removed = await store.sweep(store.now())
     assert removed == 60_000
     assert store.swarms == {}
     # 60,000 peers in slices of 20,000: the loop got control between slices.
-    assert ticks >= 2
+    assert turns.count >= 2
 
 
 async def test_announce_during_a_sweep_is_kept():
@@ -132,23 +122,12 @@ async def test_top_swarms_yields_to_the_event_loop_on_many_swarms():
         await store.announce(n.to_bytes(20, "big"), pid(n), v4(n), False, 0, False)
     for n in range(3):  # the biggest swarm, with 4 peers
         await store.announce((777).to_bytes(20, "big"), pid(100_000 + n), v4(n), True, 0, False)
-    ticks = 0
-    done = False
-
-    async def ticker():
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    top = await store.top_swarms(2)
-    done = True
-    await task
+    async with LoopTurns() as turns:
+        top = await store.top_swarms(2)
     assert top[0] == ((777).to_bytes(20, "big"), 3, 1, 0)
     assert len(top) == 2 and top[1][1:] == (0, 1, 0)
     # 50,000 swarms in slices of 20,000: the loop got control between slices.
-    assert ticks >= 2
+    assert turns.count >= 2
     assert await store.stats() == (50_000, 3, 50_000, 0, 0)
 
 

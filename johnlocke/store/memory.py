@@ -762,16 +762,7 @@ class OptionView(MemoryView):
         created: bool,
         proto: int,
     ) -> None:
-        # MemoryView.__init__'s work, inlined: this runs on every announce with options.
-        self.swarm = swarm
-        self.info_hash = info_hash
-        self.peer_id = peer_id
-        self.addr = addr
-        self.table = table
-        self.slot = slot
-        self.complete, self.incomplete, self.downloaded = swarm.counts()
-        self.completed = completed
-        self.now = now
+        super().__init__(swarm, info_hash, peer_id, addr, table, slot, completed, now)
         self.updated = updated
         self.created = created
         self.proto = proto
