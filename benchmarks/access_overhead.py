@@ -23,7 +23,7 @@ from pathlib import Path
 
 from johnlocke.access import Access
 from johnlocke.config import validate
-from johnlocke.protocol import parse_announce
+from johnlocke.http.codec import encode_answer, parse_announce
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 
@@ -54,9 +54,10 @@ async def setup(
 
 async def timed(tracker: Tracker, reqs: list) -> float:
     announce = tracker.announce
+    tid = tracker.tracker_id
     t0 = time.perf_counter()
     for req, ip in reqs:
-        await announce(req, ip)
+        encode_answer(await announce(req, ip), tid)
     return (time.perf_counter() - t0) / len(reqs) * 1e6
 
 

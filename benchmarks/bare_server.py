@@ -1,11 +1,11 @@
 """The ceiling: a bare aiohttp server that answers /announce and /scrape with a fixed body.
 
-It is set up like JohnLocke's frontend (``johnlocke.http``): a ``web.Application`` with the same
-two GET routes, an ``AppRunner`` without access log and with the same keep-alive timeout, the same
-``web.Response(body=..., content_type="text/plain")``, and the same event-loop choice. What it
-skips is the tracker: no query parsing, no swarm, no peer selection, no encoding. The announce
-body is a realistic one (50 compact peers, like JohnLocke's answer to the benchmark) so both send
-the same number of bytes.
+It is set up like JohnLocke's frontend (``johnlocke.http.server``): a ``web.Application`` with the
+same two GET routes, an ``AppRunner`` without access log and with the same keep-alive timeout, the
+same ``web.Response(body=..., content_type="text/plain")``, and the same event-loop choice. What it
+skips is the tracker: no query parsing, no swarm, no peer selection, no encoding. The announce body
+is a realistic one (50 compact peers, like JohnLocke's answer to the benchmark) so both send the
+same number of bytes.
 
     python benchmarks/bare_server.py --port 8000 [--loop uvloop] [--scrape-hash HEX]
 """

@@ -5,10 +5,11 @@
 
 1. Per data chunk: the guard forwards ``data_received`` to aiohttp's handler after one
    attribute test; timed against calling the handler directly (a no-op stand-in), in ns.
-2. End to end: the tracker app served by a child process, once through ``johnlocke.http.start``
-   (guarded) and once through a plain ``AppRunner``/``TCPSite`` (no guard), alternating; this
-   process drives keep-alive announces over raw sockets from ``--connections`` clients and counts
-   answers/s. With two or more cores the server is pinned to core 1 and the client to core 0.
+2. End to end: the tracker app served by a child process, once through
+   ``johnlocke.http.server.start`` (guarded) and once through a plain ``AppRunner``/``TCPSite``
+   (no guard), alternating; this process drives keep-alive announces over raw sockets from
+   ``--connections`` clients and counts answers/s. With two or more cores the server is pinned
+   to core 1 and the client to core 0.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SERVER = """
 import asyncio, sys
 from aiohttp import web
 from johnlocke.config import validate
-from johnlocke.http import build_app, runner_options, start
+from johnlocke.http.server import build_app, runner_options, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 
@@ -56,7 +57,7 @@ asyncio.run(main(sys.argv[1]))
 
 
 def per_chunk_ns() -> tuple[float, float]:
-    from johnlocke.http import _Guard, _Limits
+    from johnlocke.http.server import _Guard, _Limits
 
     class Inner:
         def connection_made(self, transport):

@@ -4,8 +4,8 @@
     python benchmarks/stats_overhead.py --quick    # a smoke run
     python benchmarks/stats_overhead.py --no-http  # in-process only
 
-"Compiled out" is literal: every statement of ``johnlocke/http.py`` whose first line ends with
-``# stats`` is removed from the module's syntax tree and the rest is compiled as a second
+"Compiled out" is literal: every statement of ``johnlocke/http/server.py`` whose first line ends
+with ``# stats`` is removed from the module's syntax tree and the rest is compiled as a second
 module, so the baseline is always the current code minus its counting, never a stale copy.
 (Listing the removed statements, ``--show``, shows exactly what is measured.)
 
@@ -15,11 +15,11 @@ announces over 1000 swarms of 100 peers, alternating the two variants round by r
 median rounds are compared. This leaves out aiohttp's HTTP parsing and writing, so the ratio
 overstates the overhead a client sees.
 
-HTTP (when ``wrk`` is installed): two real daemons, one of them started with the stripped
-module in place of ``johnlocke.http``, each pinned to core 1 with wrk on core 0 (64 keep-alive
-connections), measured alternately. Each daemon's saturated throughput is given as announces
-per CPU second of the daemon (from /proc), which other load on the machine does not skew, and
-as requests per wall-clock second.
+HTTP (when ``wrk`` is installed): two real daemons, one of them started with the stripped module in
+place of ``johnlocke.http.server``, each pinned to core 1 with wrk on core 0 (64 keep-alive
+connections), measured alternately. Each daemon's saturated throughput is given as announces per CPU
+second of the daemon (from /proc), which other load on the machine does not skew, and as requests
+per wall-clock second.
 
 The issue's bar: the overhead on announce throughput stays under 5 %.
 """
@@ -76,14 +76,14 @@ class _Strip(ast.NodeTransformer):
 
 
 def stripped_http() -> tuple[types.ModuleType, list[str]]:
-    """``johnlocke.http`` with its ``# stats`` statements removed, and what was removed."""
-    import johnlocke.http
+    """``johnlocke.http.server`` with its ``# stats`` statements removed, and what was removed."""
+    import johnlocke.http.server
 
-    path = Path(johnlocke.http.__file__)
+    path = Path(johnlocke.http.server.__file__)
     source = path.read_text()
     strip = _Strip(source.splitlines())
     tree = ast.fix_missing_locations(strip.visit(ast.parse(source)))
-    module = types.ModuleType("johnlocke.http")
+    module = types.ModuleType("johnlocke.http.server")
     module.__file__ = str(path)
     exec(compile(tree, f"{path} (stats compiled out)", "exec"), module.__dict__)
     return module, strip.removed
@@ -136,7 +136,7 @@ def target(ih: bytes, pid: bytes, port: int, event: str = "") -> str:
 
 
 async def in_process(args: argparse.Namespace, plain: types.ModuleType) -> dict[str, float]:
-    import johnlocke.http as built
+    import johnlocke.http.server as built
     from johnlocke.config import validate
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
@@ -209,9 +209,9 @@ import sys
 sys.path.insert(0, {bench!r})
 import stats_overhead
 module, _ = stats_overhead.stripped_http()
-sys.modules["johnlocke.http"] = module
-import johnlocke
-johnlocke.http = module
+sys.modules["johnlocke.http.server"] = module
+import johnlocke.http
+johnlocke.http.server = module
 from johnlocke.cli import main
 sys.exit(main(sys.argv[1:]))
 """

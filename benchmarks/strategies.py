@@ -2,7 +2,7 @@
 
     python benchmarks/strategies.py [--seconds 3]
 
-Runs the real request path minus the socket (raw query bytes -> ``protocol.parse_announce`` ->
+Runs the real request path minus the socket (raw query bytes -> ``codec.parse_announce`` ->
 ``Tracker.announce`` -> bencoded answer) in this process, on the same swarms for every
 strategy, alternating strategies round by round, and prints announces/s and the ratio to
 ``random``. Two shapes: one swarm of 10,000 peers, and 1,000 swarms of 100 peers; 25% seeders,
@@ -24,8 +24,8 @@ import bencodepy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from johnlocke import protocol  # noqa: E402
 from johnlocke.config import validate  # noqa: E402
+from johnlocke.http import codec as protocol  # noqa: E402
 from johnlocke.store.memory import MemoryStore  # noqa: E402
 from johnlocke.tracker import Tracker  # noqa: E402
 
@@ -66,11 +66,14 @@ def make_queries(swarms: int, per_swarm: int, rng: random.Random) -> list[tuple[
 async def measure(name: str, queries, seconds: float) -> float:
     config = validate({"strategy": {"name": name, "options": STRATEGIES[name]}})
     tracker = Tracker(config, MemoryStore())
+    tid = tracker.tracker_id
     for query, ip in queries:  # warm-up: every peer joins
         await tracker.announce(protocol.parse_announce(query), ip)
-    body = await tracker.announce(protocol.parse_announce(queries[0][0]), queries[0][1])
+    req = protocol.parse_announce(queries[0][0])
+    body = protocol.encode_answer(await tracker.announce(req, queries[0][1]), tid)
     answer = bencodepy.decode(body)
     assert len(answer[b"peers"]) >= 6 * 40, f"{name}: only {len(answer[b'peers']) // 6} peers"
+    parse, encode = protocol.parse_announce, protocol.encode_answer
     order = list(range(len(queries)))
     random.Random(7).shuffle(order)
     done = 0
@@ -79,7 +82,7 @@ async def measure(name: str, queries, seconds: float) -> float:
     while time.perf_counter() < deadline:
         for i in order[:2000]:
             query, ip = queries[i]
-            await tracker.announce(protocol.parse_announce(query), ip)
+            encode(await tracker.announce(parse(query), ip), tid)
         done += 2000
         order = order[2000:] + order[:2000]
     return done / (time.perf_counter() - start)

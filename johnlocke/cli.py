@@ -90,7 +90,7 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
 
 async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.access import Access
-    from johnlocke.http import build_app, listening, start
+    from johnlocke.http.server import build_app, listening, start
     from johnlocke.snapshot import SnapshotService
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore

@@ -1,8 +1,9 @@
 """Announce and scrape: store + strategy + intervals. No aiohttp here.
 
-The frontend hands over a parsed request and the peer's packed IP (4 or 16 bytes) and gets back
-the bencoded answer. A ``ClientError`` raised anywhere below becomes a ``failure reason``; the
-store guarantees it changed nothing when it raises.
+A frontend (HTTP, UDP, WebSocket) hands over a parsed request and the peer's packed IP (4 or 16
+bytes) and gets back an ``Answer`` (or, for a scrape, rows) to encode in its own format. A
+``ClientError`` raised anywhere below is what the client is told (HTTP's ``failure reason``, a UDP
+error packet); the store guarantees it changed nothing when it raises.
 
 Access rules (``johnlocke.access``) are checked before the store is touched, so a refused
 request changes nothing; with nothing to check they cost one attribute test. The abuse limits
@@ -16,19 +17,19 @@ import asyncio
 import logging
 import os
 import random
-from socket import AF_INET, AF_INET6, inet_ntop
 from zlib import crc32
 
-from johnlocke import protocol
 from johnlocke.access import Access, AddressBudgets
-from johnlocke.config import Config
-from johnlocke.errors import ClientError
-from johnlocke.protocol import (
+from johnlocke.bittorrent import (
     EVENT_COMPLETED,
     EVENT_STOPPED,
     AnnounceRequest,
-    encode_compact_announce,
+    Answer,
+    ScrapeRow,
+    parse_ip,
 )
+from johnlocke.config import Config
+from johnlocke.errors import ClientError
 from johnlocke.service import cancel_task
 from johnlocke.store import Store, SwarmNotFound, SwarmView
 from johnlocke.strategy import StrategySet
@@ -45,9 +46,8 @@ class Tracker:
         self.access = access if access is not None else Access(config, store)
         self.budgets = AddressBudgets()
         self.rng = random.Random()
-        # Sent to clients that did not echo one back (BEP 3 "tracker id"); stable per process.
+        # HTTP's BEP 3 "tracker id", sent to clients that did not echo one back; per process.
         self.tracker_id = os.urandom(4).hex().encode()
-        self._tracker_id_key = protocol.announce_extra(self.tracker_id)
         self._sweeper: asyncio.Task[None] | None = None
         self._apply(config)
 
@@ -69,7 +69,7 @@ class Tracker:
         self._max_new_swarms = lim.max_new_swarms_per_ip
         self._limited = bool(self._hold or self._max_per_ip or self._max_new_swarms)
 
-    async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> bytes:
+    async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> Answer:
         """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
         info_hash = req.info_hash
         proto = 0
@@ -77,17 +77,16 @@ class Tracker:
             info_hash, proto = self.access.admit(info_hash, req.peer_id, req.passkey)
         source = ip
         if req.ip is not None and (trusted or self._allow_ip_param):
-            ip = protocol.parse_ip(req.ip)
+            ip = parse_ip(req.ip)
         addr = ip + req.port.to_bytes(2, "big")
         key_hash = crc32(req.key) if req.key else 0
-        extra = b"" if req.trackerid else self._tracker_id_key
         if req.event == EVENT_STOPPED:
             complete, incomplete, downloaded = await self.store.remove(
                 info_hash, req.peer_id, addr, key_hash
             )
-            return encode_compact_announce(
-                self._interval, self._min_interval, complete, incomplete, downloaded,
-                b"", len(ip) == 16, ip, extra,
+            return Answer(
+                self._interval, self._min_interval, complete, incomplete, downloaded, b"",
+                len(ip) == 16, ip, None, None if req.compact else [],
             )  # fmt: skip
         # left=0 makes a seeder even without event=completed: rtorrent sends "completed" late
         # and aria2/ctorrent often never do. "completed" with bytes left is believed too.
@@ -116,6 +115,7 @@ class Tracker:
                 interval = wanted
                 if min_interval > wanted:
                     min_interval = wanted
+        warning = None
         if self._hold and not view.updated:
             if min_interval < self._hold:
                 # The swarm's strategy asks for announces sooner than [announce] min_interval:
@@ -137,22 +137,18 @@ class Tracker:
                     b"announce not recorded: sent less than the min interval (%d s) after the"
                     b" last one" % min_interval
                 )
-                extra = protocol.announce_extra(None if req.trackerid else self.tracker_id, warning)
         picks = chosen.strategy.select(view, numwant, self.rng) if numwant else []
         if req.compact:
             blob = view.compact(picks)
             if len(blob) > numwant * len(addr):
                 blob = blob[: numwant * len(addr)]  # a strategy sent too many
-            return encode_compact_announce(
+            return Answer(
                 interval, min_interval, view.complete, view.incomplete, view.downloaded,
-                blob, len(ip) == 16, ip, extra,
+                blob, len(ip) == 16, ip, warning,
             )  # fmt: skip
-        peers = protocol.dict_peers_value(
-            [_dict_peer(a, p) for a, p in view.peer_list(picks)[:numwant]], req.no_peer_id
-        )
-        return protocol.encode_announce(
+        return Answer(
             interval, min_interval, view.complete, view.incomplete, view.downloaded,
-            peers, protocol.EMPTY_STRING, ip, extra,
+            b"", len(ip) == 16, ip, warning, view.peer_list(picks)[:numwant],
         )  # fmt: skip
 
     async def _announce_with_options(
@@ -195,8 +191,10 @@ class Tracker:
 
     async def scrape(
         self, info_hashes: list[bytes], passkey: bytes | None = None, ip: bytes | None = None
-    ) -> bytes:
-        """Answer a scrape; ``ip`` (the sender's packed address) is needed for a full scrape."""
+    ) -> list[ScrapeRow]:
+        """The rows to answer a scrape with, one per distinct hash asked (unlisted ones left out in
+        listed and private mode), in the order asked; every swarm for a full scrape (no hash).
+        ``ip`` (the sender's packed address) is needed for a full scrape's budget."""
         access = self.access
         if not info_hashes:
             if not self._full_scrape:
@@ -215,20 +213,20 @@ class Tracker:
             rows = await self.store.scrape_all()
             if access.active:
                 rows = access.filter_rows(rows)
-            return protocol.encode_scrape(rows)
+            return rows
         if len(info_hashes) > self._max_scrape:
             raise ClientError(f"too many info_hash in one scrape (at most {self._max_scrape})")
         # Deduplicate: a bencoded dict must not repeat a key.
         unique = list(dict.fromkeys(info_hashes))
         if not access.active:
-            return protocol.encode_scrape(await self.store.scrape(unique))
+            return await self.store.scrape(unique)
         access.check_passkey(passkey)
         # Hashes that may not be scraped are left out; hybrids are answered under the hash
         # that was asked, from the one swarm both hashes share.
         keys = access.scrape_keys(unique)
         stored = list(dict.fromkeys(k for _, k in keys))
         counts = {row[0]: row[1:] for row in await self.store.scrape(stored)}
-        return protocol.encode_scrape([(asked, *counts[key]) for asked, key in keys])
+        return [(asked, *counts[key]) for asked, key in keys]
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -265,9 +263,3 @@ class Tracker:
         if config.strategy != self.config.strategy:
             self.strategies = StrategySet(config.strategy)
         self._apply(config)
-
-
-def _dict_peer(addr: bytes, peer_id: bytes) -> tuple[str, int, bytes]:
-    """(ip text, port, peer_id) for non-compact answers."""
-    family = AF_INET if len(addr) == 6 else AF_INET6
-    return inet_ntop(family, addr[:-2]), int.from_bytes(addr[-2:], "big"), peer_id

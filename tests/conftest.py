@@ -13,7 +13,7 @@ from yarl import URL
 
 from johnlocke.access import Access
 from johnlocke.config import validate
-from johnlocke.http import build_app, runner_options
+from johnlocke.http.server import build_app, runner_options
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 

@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from johnlocke import protocol
+from johnlocke.bittorrent import AnnounceRequest
 from johnlocke.errors import ClientError
-from johnlocke.http import build_app, listening, start
-from johnlocke.protocol import AnnounceRequest
+from johnlocke.http import codec as protocol
+from johnlocke.http.server import build_app, listening, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 

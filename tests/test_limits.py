@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import bencodepy
 
-from johnlocke.http import build_app, listening, start
+from johnlocke.http.server import build_app, listening, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 

@@ -8,17 +8,17 @@ from pathlib import Path
 import bencodepy
 import pytest
 
-from johnlocke import protocol
-from johnlocke.errors import ClientError
-from johnlocke.protocol import (
+from johnlocke.bittorrent import (
     EVENT_COMPLETED,
     EVENT_NONE,
     EVENT_PAUSED,
     EVENT_STARTED,
     EVENT_STOPPED,
-    parse_announce,
-    parse_scrape,
+    parse_ip,
 )
+from johnlocke.errors import ClientError
+from johnlocke.http import codec as protocol
+from johnlocke.http.codec import parse_announce, parse_scrape
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "clients"
 if not FIXTURES.is_dir():  # CI lays shared/ beside the clone
@@ -238,13 +238,13 @@ def test_bad_scrape(query, reason):
     ],
 )
 def test_parse_ip(text, packed):
-    assert protocol.parse_ip(text) == packed
+    assert parse_ip(text) == packed
 
 
 @pytest.mark.parametrize("text", [b"example.com", b"10.0.0.256", b"", b"\xff"])
 def test_parse_ip_rejects(text):
     with pytest.raises(ClientError, match="ip is not a valid IP address"):
-        protocol.parse_ip(text)
+        parse_ip(text)
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""HTTP tracker protocol: raw query bytes in, bencoded bytes out. No I/O, no aiohttp.
+"""The HTTP tracker codec: raw query bytes in, bencoded bytes out. No I/O, no aiohttp.
 
 Theory of operation
 -------------------
@@ -17,9 +17,19 @@ from __future__ import annotations
 
 import re
 from binascii import a2b_qp
-from ipaddress import ip_address
+from socket import AF_INET, AF_INET6, inet_ntop
 from urllib.parse import unquote_to_bytes
 
+from johnlocke.bittorrent import (
+    EVENT_COMPLETED,
+    EVENT_NONE,
+    EVENT_PAUSED,
+    EVENT_STARTED,
+    EVENT_STOPPED,
+    AnnounceRequest,
+    Answer,
+    ScrapeRow,
+)
 from johnlocke.errors import ClientError
 
 # Real announces are 250-450 bytes; a multi-hash scrape is ~75 bytes per hash. Anything much
@@ -29,11 +39,6 @@ MAX_QUERY_LENGTH = 8192
 _MAX_DIGITS = 20
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
-EVENT_NONE = 0
-EVENT_STARTED = 1
-EVENT_COMPLETED = 2
-EVENT_STOPPED = 3
-EVENT_PAUSED = 4
 _EVENTS = {
     b"": EVENT_NONE,
     b"empty": EVENT_NONE,
@@ -42,59 +47,6 @@ _EVENTS = {
     b"stopped": EVENT_STOPPED,
     b"paused": EVENT_PAUSED,
 }
-
-
-class AnnounceRequest:
-    """One parsed announce: a plain slotted class, built on every request (no validation model)."""
-
-    __slots__ = (
-        "info_hash",
-        "peer_id",
-        "port",
-        "uploaded",
-        "downloaded",
-        "left",
-        "event",
-        "compact",
-        "no_peer_id",
-        "numwant",
-        "key",
-        "trackerid",
-        "ip",
-        "passkey",
-    )
-
-    def __init__(
-        self,
-        info_hash: bytes,
-        peer_id: bytes,
-        port: int,
-        uploaded: int = 0,
-        downloaded: int = 0,
-        left: int = 0,
-        event: int = EVENT_NONE,
-        compact: bool = True,
-        no_peer_id: bool = False,
-        numwant: int | None = None,
-        key: bytes | None = None,
-        trackerid: bytes | None = None,
-        ip: bytes | None = None,
-        passkey: bytes | None = None,
-    ) -> None:
-        self.info_hash = info_hash
-        self.peer_id = peer_id
-        self.port = port
-        self.uploaded = uploaded
-        self.downloaded = downloaded
-        self.left = left
-        self.event = event
-        self.compact = compact
-        self.no_peer_id = no_peer_id
-        self.numwant = numwant
-        self.key = key
-        self.trackerid = trackerid
-        self.ip = ip
-        self.passkey = passkey
 
 
 _PERCENT_TO_EQUALS = bytes.maketrans(b"%", b"=")
@@ -255,17 +207,6 @@ def parse_scrape(query: bytes) -> tuple[list[bytes], bytes | None]:
     return hashes, passkey
 
 
-def parse_ip(text: bytes) -> bytes:
-    """A textual IPv4/IPv6 address to its packed form (4 or 16 bytes); v4-mapped IPv6 becomes 4."""
-    try:
-        addr = ip_address(text.decode("ascii").strip())
-    except (ValueError, UnicodeDecodeError):
-        raise ClientError("ip is not a valid IP address") from None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.packed
-
-
 # --- encoding -------------------------------------------------------------------------------
 
 
@@ -343,6 +284,35 @@ def encode_compact_announce(
 EMPTY_STRING = b"0:"
 
 
+def encode_answer(answer: Answer, tracker_id: bytes | None, no_peer_id: bool = False) -> bytes:
+    """The bencoded answer to an announce; ``tracker_id`` is sent unless it is None (a client
+    that echoed one back needs none)."""
+    if answer.warning is not None:
+        extra = announce_extra(tracker_id, answer.warning)
+    elif tracker_id is not None:
+        extra = b"10:tracker id%d:%s" % (len(tracker_id), tracker_id)
+    else:
+        extra = b""
+    ip = answer.ip
+    if answer.peer_list is None:
+        peers = answer.peers
+        return (_COMPACT_V6 if answer.v6 else _COMPACT_V4) % (
+            answer.complete, answer.downloaded, len(ip), ip, answer.incomplete, answer.interval,
+            answer.min_interval, len(peers), peers, extra,
+        )  # fmt: skip
+    return _ANNOUNCE % (
+        answer.complete, answer.downloaded, len(ip), ip, answer.incomplete, answer.interval,
+        answer.min_interval, dict_peers_value([_dict_peer(a, p) for a, p in answer.peer_list],
+        no_peer_id), EMPTY_STRING, extra,
+    )  # fmt: skip
+
+
+def _dict_peer(addr: bytes, peer_id: bytes) -> tuple[str, int, bytes]:
+    """(ip text, port, peer_id) for non-compact answers."""
+    family = AF_INET if len(addr) == 6 else AF_INET6
+    return inet_ntop(family, addr[:-2]), int.from_bytes(addr[-2:], "big"), peer_id
+
+
 def dict_peers_value(peers: list[tuple[str, int, bytes]], no_peer_id: bool) -> bytes:
     """A bencoded list of peer dicts (BEP 3, non-compact): (ip text, port, peer_id) triples."""
     parts = [b"l"]
@@ -356,7 +326,7 @@ def dict_peers_value(peers: list[tuple[str, int, bytes]], no_peer_id: bool) -> b
     return b"".join(parts)
 
 
-def encode_scrape(files: list[tuple[bytes, int, int, int]]) -> bytes:
+def encode_scrape(files: list[ScrapeRow]) -> bytes:
     """A scrape answer from (info_hash, complete, incomplete, downloaded); keys must be unique.
 
     Bencode wants dict keys sorted, so the entries are sorted here.

@@ -1,6 +1,6 @@
-"""The aiohttp frontend: the only module that imports aiohttp.
+"""The HTTP server: the aiohttp application and listeners around the codec.
 
-It finds the client's address, hands the raw query bytes to ``johnlocke.protocol`` and the
+It finds the client's address, hands the raw query bytes to ``johnlocke.http.codec`` and the
 parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every answer to
 ``/announce`` and ``/scrape`` is HTTP 200: clients read failures from the bencoded body.
 
@@ -56,9 +56,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
-from johnlocke import protocol, status_page
+from johnlocke import status_page
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
+from johnlocke.http import codec as protocol
 from johnlocke.logs import ACCESS_LOGGER, mask
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
@@ -87,6 +88,7 @@ def _raw_query(request: web.BaseRequest) -> bytes:
 class Frontend:
     def __init__(self, tracker: Tracker, config: Config, service: StatsService) -> None:
         self.tracker = tracker
+        self.tracker_id = tracker.tracker_id
         self.trusted = tuple(config.http.trusted_proxies)
         self.service = service
         self.stats = st = service.stats
@@ -141,7 +143,10 @@ class Frontend:
             req = protocol.parse_announce(_raw_query(request))
             if passkey is not None:
                 req.passkey = passkey
-            body = await self.tracker.announce(req, ip, trusted)
+            answer = await self.tracker.announce(req, ip, trusted)
+            body = protocol.encode_answer(
+                answer, None if req.trackerid else self.tracker_id, req.no_peer_id
+            )
             self.events[req.event] += 1  # stats
             # Sampled by peer, not every n-th request, so regular traffic cannot skew it; the
             # store has already hashed this peer_id object, and bytes cache their hash.
@@ -165,7 +170,8 @@ class Frontend:
             hashes, query_key = protocol.parse_scrape(_raw_query(request))
             # The sender's address only matters to the full-scrape budget.
             ip = None if hashes else self.client_ip(request)[0]
-            body = await self.tracker.scrape(hashes, query_key if passkey is None else passkey, ip)
+            rows = await self.tracker.scrape(hashes, query_key if passkey is None else passkey, ip)
+            body = protocol.encode_scrape(rows)
         except ClientError as exc:
             body = protocol.encode_failure(exc.reason)
             self.stats.fail(exc.reason)  # stats
