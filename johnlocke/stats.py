@@ -258,17 +258,19 @@ class Sample(NamedTuple):
     leechers_ipv4: int
     seeders_ipv6: int
     leechers_ipv6: int
+    seeders_rtc: int
+    leechers_rtc: int
     announces_per_second: float
     scrapes_per_second: float
     rss: int
 
     @property
     def seeders(self) -> int:
-        return self.seeders_ipv4 + self.seeders_ipv6
+        return self.seeders_ipv4 + self.seeders_ipv6 + self.seeders_rtc
 
     @property
     def leechers(self) -> int:
-        return self.leechers_ipv4 + self.leechers_ipv6
+        return self.leechers_ipv4 + self.leechers_ipv6 + self.leechers_rtc
 
     @property
     def peers(self) -> int:
@@ -328,7 +330,7 @@ class StatsService:
         self._task: asyncio.Task[None] | None = None
         self._top: tuple[float, int, list[tuple[bytes, int, int, int]]] | None = None
         self._top_pending: asyncio.Future[list[tuple[bytes, int, int, int]]] | None = None
-        self.store_stats = StoreStats(0, 0, 0, 0, 0)
+        self.store_stats = StoreStats(0, 0, 0, 0, 0, 0, 0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -479,6 +481,11 @@ class StatsService:
                 "seeders": ss.seeders_ipv6,
                 "leechers": ss.leechers_ipv6,
             },
+            "webrtc": {
+                "peers": ss.seeders_rtc + ss.leechers_rtc,
+                "seeders": ss.seeders_rtc,
+                "leechers": ss.leechers_rtc,
+            },
             "announces": {
                 "total": announces,
                 "per_second_10s": round(a10, 3),
@@ -565,6 +572,8 @@ class _Collector:
         peers.add_metric(["ipv4", "leecher"], ss.leechers_ipv4)
         peers.add_metric(["ipv6", "seeder"], ss.seeders_ipv6)
         peers.add_metric(["ipv6", "leecher"], ss.leechers_ipv6)
+        peers.add_metric(["webrtc", "seeder"], ss.seeders_rtc)
+        peers.add_metric(["webrtc", "leecher"], ss.leechers_rtc)
         yield peers
         announces = CounterMetricFamily(
             "johnlocke_announces",

@@ -92,7 +92,7 @@ class StoreContract:
         await self.join(store, 1, ih=IH2, seeder=True)
         assert await store.scrape([IH, IH2]) == [(IH, 0, 1, 0), (IH2, 1, 0, 0)]
         assert sorted(await store.scrape_all()) == [(IH, 0, 1, 0), (IH2, 1, 0, 0)]
-        assert await store.stats() == (2, 1, 1, 0, 0)
+        assert await store.stats() == (2, 1, 1, 0, 0, 0, 0)
 
     # --- completion --------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class StoreContract:
         assert await store.drop(IH) is True
         assert await store.drop(IH) is False
         assert await store.scrape([IH, IH2]) == [(IH, 0, 0, 0), (IH2, 0, 1, 0)]
-        assert await store.stats() == (1, 0, 1, 0, 0)
+        assert await store.stats() == (1, 0, 1, 0, 0, 0, 0)
         view = await self.join(store, 1)  # a later announce starts afresh
         assert (view.complete, view.incomplete, view.downloaded) == (0, 1, 0)
         assert view.created is True
@@ -385,7 +385,7 @@ class StoreContract:
     async def test_create_false_refuses_only_missing_swarms(self, store):
         with pytest.raises(SwarmNotFound):
             await store.announce(IH, pid(1), v4(1), False, 0, False, create=False)
-        assert await store.stats() == (0, 0, 0, 0, 0)
+        assert await store.stats() == (0, 0, 0, 0, 0, 0, 0)
         await self.join(store, 1)
         view = await store.announce(IH, pid(2), v4(2), False, 0, False, create=False)
         assert view.incomplete == 2 and view.created is False
@@ -402,9 +402,9 @@ class StoreContract:
         removed = await store.sweep(store.now() - 50)
         assert removed == 8
         assert await store.scrape([IH]) == [(IH, 0, 3, 0)]
-        assert await store.stats() == (1, 0, 3, 0, 0)
+        assert await store.stats() == (1, 0, 3, 0, 0, 0, 0)
         assert await store.sweep(store.now() + 1) == 3
-        assert await store.stats() == (0, 0, 0, 0, 0)
+        assert await store.stats() == (0, 0, 0, 0, 0, 0, 0)
 
     async def test_big_swarm_survives_churn(self, store):
         """A model check: random joins, role changes and leaves against a plain dict."""
@@ -434,22 +434,22 @@ class StoreContract:
         # The store-wide counts followed every join, role change and leave, per family.
         s6 = sum(1 for n, seeder in model.items() if seeder and n % 7 == 0)
         l6 = sum(1 for n, seeder in model.items() if not seeder and n % 7 == 0)
-        assert await store.stats() == (1, seeders - s6, len(model) - seeders - l6 + 1, s6, l6)
+        assert await store.stats() == (1, seeders - s6, len(model) - seeders - l6 + 1, s6, l6, 0, 0)
 
     # --- store-wide stats --------------------------------------------------------------------
 
     async def test_stats_count_swarms_and_peers_by_family_and_role(self, store):
-        assert await store.stats() == (0, 0, 0, 0, 0)
+        assert await store.stats() == (0, 0, 0, 0, 0, 0, 0)
         await self.join(store, 1, seeder=True)
         await self.join(store, 2)
         await self.join(store, 3, addr=v6(3))
         await self.join(store, 4, ih=IH2, seeder=True, addr=v6(4))
         stats = await store.stats()
-        assert stats == (2, 1, 1, 1, 1)
+        assert stats == (2, 1, 1, 1, 1, 0, 0)
         assert (stats.seeders, stats.leechers, stats.peers) == (2, 2, 4)
         await store.remove(IH, pid(2), v4(2), 0)
         await self.join(store, 3, seeder=True, addr=v6(3))  # leecher to seeder
-        assert await store.stats() == (2, 1, 0, 2, 0)
+        assert await store.stats() == (2, 1, 0, 2, 0, 0, 0)
 
     async def test_top_swarms_ranks_by_peers(self, store):
         for n in range(3):

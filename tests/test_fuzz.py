@@ -329,10 +329,7 @@ class LiveTracker:
         """Every swarm's columns, read on the loop's thread (nothing runs concurrently)."""
 
         async def read():
-            return {
-                k: (s.downloaded, [bytes(c) for c in s.addrs], [bytes(c) for c in s.meta])
-                for k, s in self.store.swarms.items()
-            }
+            return {r.info_hash: (r.downloaded, r.addrs, r.meta) for r in self.store.records()}
 
         return self.call(read())
 
@@ -478,5 +475,6 @@ def test_http_app_under_random_traffic(live):
     HttpTraffic.live = live
     HttpTraffic.TestCase().runTest()
     # Counts and the peers in the store agree after all that.
-    for swarm in live.store.swarms.values():
-        assert swarm.used == sum(swarm.size(t) for t in range(4))
+    records = list(live.store.records())
+    per_table = [sum(len(r.meta[t]) // 28 for r in records) for t in range(6)]
+    assert tuple(live.call(live.store.stats())) == (len(records), *per_table)

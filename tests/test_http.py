@@ -188,7 +188,7 @@ async def test_bad_announce_is_a_bencoded_failure_and_changes_nothing(
     c = await tracker_client()
     body = await c.get("/announce?" + query)
     assert reason in body[b"failure reason"].decode()
-    assert await c.tracker.store.stats() == (0, 0, 0, 0, 0)
+    assert await c.tracker.store.stats() == (0, 0, 0, 0, 0, 0, 0)
 
 
 async def test_unknown_paths_are_404(tracker_client):

@@ -2,6 +2,19 @@
 
 Every driver passes the shared contract suite in ``tests/store_contract.py``.
 
+Peers, records and families
+---------------------------
+A peer is its peer_id within a swarm. It holds at most one *record* (an address, the time it
+was last seen, the hash of its ``key``) per address family: IPv4, IPv6 and WebRTC. BEP 7
+clients announce once per local address with one peer_id, so a dual-stack peer has an IPv4 and
+an IPv6 record; a WebTorrent peer's record is in the WebRTC family, whose "address" is an
+opaque 8-byte endpoint id chosen by the WebSocket frontend (which process and connection holds
+the peer's socket). The family is told by the address length: 6 bytes IPv4 (4 of IP, 2 of
+port), 18 IPv6 (16 + 2), 8 WebRTC (``ADDR_LEN``). An announce from family f touches only the
+peer's family-f record; the role (seeder or leecher) is the peer's, so all its records move
+together when it changes. ``complete``/``incomplete`` count distinct peers: a dual-stack peer
+counts once. The store-wide ``StoreStats`` counts records per family instead (addresses).
+
 How peers are handed out
 ------------------------
 An announce returns a ``SwarmView``: the swarm as the announcing peer sees it. Peers are never
@@ -11,7 +24,9 @@ tracker turns the picks into the answer with ``view.compact(picks)`` (one slice 
 store keeps compact addresses contiguously, in wire format) or ``view.peer_list(picks)``.
 
 Tables are numbered ``family << 1 | leecher``: 0 IPv4 seeders, 1 IPv4 leechers, 2 IPv6 seeders,
-3 IPv6 leechers. A view only hands out peers of the announcer's family.
+3 IPv6 leechers, 4 WebRTC seeders, 5 WebRTC leechers. A view only hands out records of the
+announcer's family, never the announcer's own: IPv4 and IPv6 announcers never get WebRTC peers,
+and a WebRTC announcer gets only WebRTC peers.
 
 When a strategy needs to look at peers (their address, peer_id, last-seen time), it asks for a
 bounded pool of ``Candidate`` tuples and returns ``candidate.pick`` for those it keeps.
@@ -24,7 +39,11 @@ from typing import NamedTuple, Protocol
 
 IPV4 = 0
 IPV6 = 1
-ADDR_LEN = (6, 18)  # compact address + port, per family
+WEBRTC = 2
+FAMILIES = 3
+TABLES = 2 * FAMILIES
+ADDR_LEN = (6, 18, 8)  # the address of a record, per family: IP + port, or a WebRTC endpoint id
+FAMILY_BY_LEN = {6: IPV4, 18: IPV6, 8: WEBRTC}
 
 Pick = tuple[int, int, int]
 """``(table, first, count)``: ``count`` consecutive peers of a view's table from slot ``first``."""
@@ -34,7 +53,9 @@ class Candidate(NamedTuple):
     """One peer, for strategies that inspect peers before choosing."""
 
     pick: Pick  # return this to send the peer
-    addr: bytes  # compact address: 4 or 16 bytes of IP, then 2 bytes of port (big-endian)
+    # Compact address: 4 or 16 bytes of IP, then 2 bytes of port (big-endian); for a WebRTC
+    # peer its 8-byte endpoint id (``ip`` and ``port`` mean nothing there).
+    addr: bytes
     peer_id: bytes
     seeder: bool
     last_seen: int  # in the store's clock (``Store.now()``), whole seconds
@@ -50,21 +71,24 @@ class Candidate(NamedTuple):
 
 
 class StoreStats(NamedTuple):
-    """Store-wide counts: swarms, and peers per table (the order of table numbers)."""
+    """Store-wide counts: swarms, and records (addresses) per table, in the order of table
+    numbers. A dual-stack peer counts once in each family it announced from."""
 
     swarms: int
     seeders_ipv4: int
     leechers_ipv4: int
     seeders_ipv6: int
     leechers_ipv6: int
+    seeders_rtc: int = 0
+    leechers_rtc: int = 0
 
     @property
     def seeders(self) -> int:
-        return self.seeders_ipv4 + self.seeders_ipv6
+        return self.seeders_ipv4 + self.seeders_ipv6 + self.seeders_rtc
 
     @property
     def leechers(self) -> int:
-        return self.leechers_ipv4 + self.leechers_ipv6
+        return self.leechers_ipv4 + self.leechers_ipv6 + self.leechers_rtc
 
     @property
     def peers(self) -> int:
@@ -74,10 +98,12 @@ class StoreStats(NamedTuple):
 class SwarmView(Protocol):
     """One swarm as one announcing peer sees it, right after its announce was applied.
 
-    ``complete``/``incomplete``/``downloaded`` count the whole swarm (both families, the
-    announcer included). ``family`` and ``seeder`` describe the announcer; ``addr`` and
-    ``peer_id`` are its own; ``info_hash`` names the swarm. No method ever hands out the
-    announcer itself, and every method's work is bounded by what it returns.
+    ``complete``/``incomplete``/``downloaded`` count the whole swarm (distinct peers of every
+    family, the announcer included). ``family`` and ``seeder`` describe the announcer; ``addr``
+    and ``peer_id`` are its own; ``info_hash`` names the swarm. Every method works on the
+    records of the announcer's family only; none ever hands out the announcer itself, and every
+    method's work is bounded by what it returns. A view is read right after the announce that
+    made it (the store may change under it at the next call).
     """
 
     info_hash: bytes
@@ -91,7 +117,7 @@ class SwarmView(Protocol):
     now: int
 
     def count(self, seeders: bool) -> int:
-        """Peers of that role in the announcer's family, the announcer excluded."""
+        """Records of that role in the announcer's family, the announcer excluded."""
         ...
 
     def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
@@ -141,6 +167,25 @@ class Store(Protocol):
 
     Methods are awaitable so a networked driver (Redis) fits; the memory driver never suspends
     per peer. Every method leaves the store unchanged when it raises.
+
+    A swarm's peers and records, as every driver keeps them (see the module docstring):
+
+    - A peer is its peer_id within the swarm, with at most one record per family. An announce
+      from family f (the address length tells it) adds or refreshes the family-f record only.
+    - The ``key`` rule applies within a family: a peer_id that already has a family-f record
+      from another IP (for WebRTC: another endpoint id) is accepted only with the same non-zero
+      ``key_hash``, else ``ClientError``; from the same IP, a new port or key simply replaces
+      the old. A peer_id with no family-f record gets a new one without any key check against
+      its other families.
+    - The role is the peer's: an announce that makes it a seeder moves all of its records to
+      the seeder tables (and back to the leecher tables likewise), and ``downloaded`` counts a
+      completion once per peer.
+    - ``complete``/``incomplete`` (views and scrape rows) count distinct peers; ``stats()``
+      counts records per family.
+    - ``remove`` (event=stopped) from family f removes the family-f record only, under the same
+      key rule; the peer stays, and is counted, while another record remains. ``sweep``
+      expires each record by its own last_seen. ``max_per_ip`` counts records per IP (an IPv6
+      address by its /64, a WebRTC record by its endpoint id).
     """
 
     def now(self) -> int:
@@ -161,22 +206,22 @@ class Store(Protocol):
         create: bool = True,
         proto: int = 0,
     ) -> SwarmView:
-        """Add or refresh a peer and return its swarm as it sees it.
+        """Add or refresh the peer's record of ``addr``'s family; return the swarm as it sees it.
 
-        ``addr`` is the 6- or 18-byte compact address. A peer_id already in the swarm from another
-        IP is accepted only with the same non-zero ``key_hash``, otherwise ``ClientError``. A
-        known leecher that comes back as a seeder increments the swarm's ``downloaded`` once; so
-        does an unknown peer that arrives as a seeder with ``completed_event`` (it finished
-        while the store did not know it). A missing swarm is created.
+        ``addr`` is 6 (IPv4), 18 (IPv6) or 8 (WebRTC) bytes; another length is a ``ValueError``.
+        The key rule and the roles are as described above. A known leecher (in any family)
+        that comes back as a seeder increments the swarm's ``downloaded`` once; so does an
+        unknown peer that arrives as a seeder with ``completed_event`` (it finished while the
+        store did not know it). A missing swarm is created.
 
         The abuse limits (all off at their defaults):
 
-        - ``hold``: a peer already in the swarm whose last announce is less than ``hold``
-          seconds old changes nothing at all (address, role, last_seen stay); it gets the swarm
-          as it is, and the view's ``updated`` is False.
-        - ``max_per_ip``: a peer new to the swarm is refused with ``ClientError`` when its IP
-          already has that many peers in the swarm. A driver may count approximately, but
-          only ever too many, never too few.
+        - ``hold``: a record whose last announce is less than ``hold`` seconds old changes
+          nothing at all (address, role, last_seen stay); the announce gets the swarm as it
+          is, and the view's ``updated`` is False. A new record is never held.
+        - ``max_per_ip``: a new record is refused with ``ClientError`` when its IP already has
+          that many records in the swarm. A driver may count approximately, but only ever too
+          many, never too few.
         - ``create=False``: a swarm the store does not hold is not created; ``SwarmNotFound``
           is raised instead.
 
@@ -198,10 +243,12 @@ class Store(Protocol):
     async def remove(
         self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
     ) -> tuple[int, int, int]:
-        """Remove a peer (event=stopped); return the swarm's (complete, incomplete, downloaded).
+        """Remove the peer's record of ``addr``'s family (event=stopped); return the swarm's
+        (complete, incomplete, downloaded).
 
-        An unknown swarm or peer is not an error (zeros or the current counts come back). A peer_id
-        from another IP without its key is refused with ``ClientError`` and stays.
+        An unknown swarm, peer or record is not an error (zeros or the current counts come back).
+        A peer_id whose record is from another IP, sent without its key, is refused with
+        ``ClientError`` and stays. The peer's records in other families stay.
         """
         ...
 
@@ -218,14 +265,15 @@ class Store(Protocol):
         ...
 
     async def sweep(self, cutoff: int) -> int:
-        """Forget peers last seen before ``cutoff`` and drop empty swarms; return how many peers.
+        """Forget records last seen before ``cutoff`` and drop empty swarms; return how many
+        records.
 
         Runs in slices: it never holds the event loop for more than a few milliseconds.
         """
         ...
 
     async def stats(self) -> StoreStats:
-        """Swarm and peer counts over the whole store.
+        """Swarm and record counts over the whole store (records per family and role).
 
         Read on every metrics scrape and every few seconds for the status page's plots, so it
         must be cheap whatever the store's size (the memory store keeps running totals).

@@ -2,54 +2,81 @@
 
 Theory of operation
 -------------------
-The budget is a million peers in ~128 bytes each, so there is no Python object per peer. A swarm
-keeps its peers in four tables, one per (address family, role): IPv4 seeders, IPv4 leechers,
-IPv6 seeders, IPv6 leechers. Splitting by role answers a seeder from the leecher table alone
-(seeders never get seeders); splitting by family keeps answers in the requester's family; both
-without filtering.
+The budget is a million peers in well under 200 bytes each, whether they crowd into a few big
+swarms or spread over a million swarms of one, and no event-loop stall over 20 ms. So there is
+no Python object per peer, and none per small swarm either.
 
-Each table is two ``bytearray`` columns indexed by slot: ``addrs`` holds compact addresses (6
-or 18 bytes, exactly the wire format, so a run of neighbouring peers is one slice of the
-answer) and ``meta`` holds 28 bytes per peer: peer_id(20), last_seen(u32), key(u32). The key
-field keeps 30 bits of the ``key`` hash and, in its top two bits, the info-hashes of a hybrid
-torrent the peer announced under (see ``proto`` in ``johnlocke.store``).
-Tables stay dense: removing a peer moves the table's last peer into the hole, so every slot
-below the table's length is a live peer and a sample is a choice of slots.
+Records. A peer holds one record per address family it announced from (see ``johnlocke.store``):
+its address (6, 18 or 8 bytes, exactly the wire format) and 28 bytes of ``meta``: peer_id (20),
+last_seen (u32, store clock) and key (u32: 30 bits of the ``key`` hash and, in the top two bits,
+the info-hashes of a hybrid torrent the peer announced under). A swarm keeps its records in six
+tables, one per (family, role), numbered ``family << 1 | leecher``: a seeder is answered from
+the leecher table alone, and answers stay in the requester's family, both without filtering.
+Tables are dense (removing a record moves the table's last one into the hole, or closes the
+gap), so a sample is a choice of slots and a run of neighbouring records is one slice of the
+answer. ``complete``/``incomplete`` count distinct peers: a swarm counts the records beyond a
+peer's first, per role (``xs``, ``xl``), and subtracts them.
 
-Finding a peer by peer_id uses a per-swarm open-addressing hash index, an ``array('i')`` whose
-entries are ``slot << 2 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``:
-4 bytes per index slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer. Most
-swarms are small, and there the index would cost more than the peers (an array object per
-swarm): a swarm of up to ``_SMALL`` peers has none and finds a peer_id with ``bytes.find`` over
-its meta columns (a few hundred bytes, scanned in C). The index is built when a swarm grows past
-``_SMALL`` and dropped when it shrinks to half of that.
+Three tiers, by size. Most swarms on a public tracker have one or two peers, and there a Python
+object per swarm (~100 bytes each, several per swarm) would cost more than the peers:
 
-Per-IP limits (``max_per_ip``) need to know how many peers an IP has in a swarm. A dict per
-(swarm, IP) would cost ~100 bytes per peer, so a swarm that is asked about it once keeps an
-``IpCounts`` from then on: another open-addressing table, of 64-bit entries
-``hash(ip)[56 bits] << 8 | count`` (12 to 32 bytes per distinct IP; an IPv6 address counts by
-its /64, which one subscriber usually has whole). Two IPs would share a count only if 56 bits
-of their (per-process salted) hashes agree, and then they would only look busier, never less
-busy, so the cap holds.
+- A *packed* swarm is one immutable ``bytes``: a 16-byte header (records per table (6 x u8),
+  ``xs``, ``xl`` (u8 each), ``downloaded`` (u64)), then every record's meta in table order, then
+  every record's address in table order. A change builds the next ``bytes`` (a few hundred
+  bytes copied in C); finding a peer_id is one ``bytes.find`` over the meta. ``bytes`` is not
+  tracked by the cyclic garbage collector, so small swarms cost a full collection nothing.
+- A swarm of at most one record (most of them) is not even an object: its packed form, padded
+  to ``_SLOT`` bytes after its info_hash, lives in a *bucket*, a ``bytes`` of such slots. The
+  buckets are a linear-hashing table (``hash(info_hash)`` picks the bucket, a bucket grows or
+  shrinks by splitting or merging one bucket at a time, each a bounded piece of work), and a
+  slot is found with ``bytes.find``. A one-peer swarm costs ~90 bytes in all.
+- Swarms of 2 to ``_SMALL`` records are packed ``bytes`` values of ``MemoryStore.swarms``; a
+  bigger one is a ``Swarm``: two ``bytearray`` columns per table (addresses, meta) that grow in
+  place, and a peer_id index. It goes back to packed at half of ``_SMALL``.
 
-The store keeps running totals of the peers in each table (``MemoryStore.totals``, shared by
-its swarms): every change to a table goes through ``Swarm._append`` or ``Swarm._cut``, which
-count, so store-wide stats cost O(1) however many swarms there are. A swarm is dropped only once
-it is empty (or, in ``close``, together with the totals).
+The index of a ``Swarm`` is open addressing in ``array('i')`` segments, entries
+``slot << 3 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``: 4 bytes a
+slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer. The segments are a
+linear-hashing directory too (``_SEG_TARGET`` records each on average): a growing swarm splits
+one segment at a time and a segment rebuilds only itself, so growing to a million peers never
+rehashes more than a few thousand entries at once (a single array was rebuilt whole at each
+doubling: 0.5 s at 700k peers).
 
-Nothing here awaits except ``sweep`` and ``top_swarms``, which yield to the event loop between
-slices.
+Per-IP limits (``max_per_ip``) count records per IP in a swarm: a packed swarm counts by
+scanning its addresses; a ``Swarm`` asked once keeps an ``IpCounts``, another open-addressing
+table of 64-bit entries ``hash(ip)[56 bits] << 8 | count`` (an IPv6 address counts by its
+/64, a WebRTC record by its endpoint id). Two IPs would share a count only if 56 bits of their
+(per-process salted) hashes agree, and then they would only look busier, never less busy.
 
-Snapshots (``johnlocke.snapshot``) take the columns as they are: ``dump`` hands out copies of a
-batch of swarms at a time, and ``restore`` takes them back, drops peers that expired meanwhile
-and rebuilds each swarm's index. The store's clock, ``now()``, can be set on restore so that it
-continues the clock of the store that wrote the snapshot: ``last_seen`` values stay valid as they
-are, with no per-peer rewriting.
+The store keeps running totals of the records in each table (``MemoryStore.totals``): every
+change to a table counts there, so ``stats()`` is O(1). It also counts its changes
+(``MemoryStore.changes``) so that a snapshot can be skipped when nothing changed. A swarm is
+dropped only by the sweep, once it is empty (or by ``drop``/``close``).
+
+Memory given back. When swarms expire, their bytes go back to the allocator. Packed swarms are
+pymalloc blocks, and pymalloc returns a 1 MiB arena to the system only once every block in it is
+free, so a flood of swarms that later expire would leave arenas pinned by the few long-lived
+objects allocated among them (measured: object counts and traced memory back to the start, RSS
+not). Keeping one-peer swarms in buckets (over 512 bytes each, so from the C allocator) and
+small swarms as one block each keeps pymalloc out of it; after a sweep that freed a lot the
+store shrinks its dict (a ``dict`` never gives back its table) and calls ``malloc_trim``.
+
+Nothing here awaits except ``sweep``, ``scrape_all`` and ``top_swarms``, which yield to the
+event loop between slices; while one of them (or a snapshot's ``dump``) is between slices, the
+buckets and the dict stay where they are (no split, merge or shrink), so iteration is stable.
+
+Snapshots (``johnlocke.snapshot``) take the IPv4 and IPv6 tables as they are: ``dump`` hands
+out copies of a batch of swarms at a time, and ``restore`` takes them back, drops records that
+expired meanwhile and rebuilds each swarm. WebRTC records are not dumped: their sockets died
+with the process. The store's clock, ``now()``, can be set on restore so that it continues the
+clock of the store that wrote the snapshot: ``last_seen`` values stay valid as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import heapq
 import random
 import sys
@@ -60,10 +87,12 @@ from struct import Struct
 from typing import NamedTuple
 
 from johnlocke.errors import ClientError
-from johnlocke.store import ADDR_LEN, Candidate, Pick, StoreStats, SwarmNotFound
+from johnlocke.store import ADDR_LEN, TABLES, Candidate, Pick, StoreStats, SwarmNotFound
 
 _META = Struct("<20sII")  # peer_id, last_seen, key_hash
+_SEEN_KEY = Struct("<II")
 _U32 = Struct("<I")
+_U64 = Struct("<Q")
 META_LEN = 28
 _SEEN = 20  # offsets inside a meta record
 _KEY = 24
@@ -72,41 +101,78 @@ _PROTO_SHIFT = 30
 # For each proto, a bytes.translate table from a key's top byte to 1 if the peer announced under
 # that hash, else 0: a run of peers is filtered with one slice and one translate.
 _SPEAKS = [bytes(1 if b >> 6 & proto else 0 for b in range(256)) for proto in range(4)]
+_BIG_ENDIAN = sys.byteorder == "big"
+
+_W = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1], ADDR_LEN[2], ADDR_LEN[2])  # per table
+_IP_LEN = (4, 16, 8)  # per family: the part of the address the key rule and per-IP limits see
+# The family of an address, by its length (-1: no family).
+_FAMILY = tuple({6: 0, 18: 1, 8: 2}.get(n, -1) for n in range(19))
+
+# --- packed swarms --------------------------------------------------------------------------
+_HDR = 16  # counts (6 x u8), xs, xl, downloaded (u64)
+_XS = 6  # header offsets
+_DL = 8
+_EMPTY_SWARM = bytes(_HDR)
+# Swarms up to this many records are packed; a Swarm goes back to packed at half of it.
+_SMALL = 32
+# A bucket slot: info_hash, then a packed swarm of at most one record, zero-padded.
+_MAX_ONE = _HDR + META_LEN + max(ADDR_LEN)
+_SLOT = 20 + _MAX_ONE
+_PAD = [bytes(n) for n in range(_MAX_ONE + 1)]
+_BUCKET_LOAD = 16  # slots per bucket on average (a bucket is then ~1.3 KB)
+
+# --- Swarm index ----------------------------------------------------------------------------
 _EMPTY = -1
 _DELETED = -2
 _MIN_INDEX = 32
-# Swarms up to this size have no index (see the theory of operation); it is dropped again at
-# half this size, so a swarm at the boundary does not build and drop it on every announce.
-_SMALL = 16
-# Work per sweep slice, in peers examined (~0.2 us each; a removal counts _REMOVAL_COST more):
+_SEG_TARGET = 1024  # records per index segment on average
+
+# --- slices of work -------------------------------------------------------------------------
+# Work per sweep slice, in records examined (~0.2 us each; a removal counts _REMOVAL_COST more):
 # a slice holds the event loop for a few ms.
 _SWEEP_SLICE = 20_000
 _SWEEP_STEP = 1_000  # slots per expire() call
-_REMOVAL_COST = 12  # a removal costs about as much as examining this many peers
+_REMOVAL_COST = 12  # a removal costs about as much as examining this many records
+_SWARM_COST = 8  # visiting a packed swarm or a bucket slot
 # Peers per run when sampling: long enough that slicing is cheap, short enough that peers
 # handed out together vary from answer to answer.
 _RUN = 8
-
-# Swarms ranked per slice of top_swarms: ~0.2 us each, a few ms per slice.
+# Swarms ranked or scraped per slice of top_swarms and scrape_all: a few ms per slice.
 _TOP_SLICE = 20_000
-_BIG_ENDIAN = sys.byteorder == "big"
-_WIDTH = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1])  # address width per table
+# A sweep that forgot at least this many records gives memory back (dict shrink, malloc_trim).
+_TRIM_AFTER = 20_000
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (gives free heap pages back to the system), if this is glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_TRIM = _malloc_trim() if sys.platform.startswith("linux") else None
 
 
 class SwarmRecord(NamedTuple):
-    """One swarm's columns as immutable copies: what ``restore`` takes (``dumped_records``
-    reads a ``dump`` batch as these).
+    """One swarm's columns as immutable copies: what ``restore`` takes and ``records`` gives
+    (``dumped_records`` reads a ``dump`` batch as these).
 
-    Table ``t`` holds ``len(meta[t]) // 28`` peers; ``addrs[t]`` is their compact addresses
-    (6 bytes each for tables 0 and 1, 18 for 2 and 3) and ``meta[t]`` their 28-byte records:
-    peer_id, last_seen (u32 little-endian, store clock), key (u32 little-endian: 30 bits of
-    key hash, 2 bits of proto).
+    Table ``t`` holds ``len(meta[t]) // 28`` records; ``addrs[t]`` is their addresses (6 bytes
+    each for tables 0 and 1, 18 for 2 and 3, 8 for 4 and 5) and ``meta[t]`` their 28-byte
+    records: peer_id, last_seen (u32 little-endian, store clock), key (u32 little-endian: 30
+    bits of key hash, 2 bits of proto). ``addrs`` and ``meta`` have four tables (IPv4 and IPv6,
+    as in a snapshot) or all six.
     """
 
     info_hash: bytes
     downloaded: int
-    addrs: tuple[bytes, bytes, bytes, bytes]
-    meta: tuple[bytes, bytes, bytes, bytes]
+    addrs: tuple[bytes, ...]
+    meta: tuple[bytes, ...]
 
 
 DUMP_FIELDS = 10  # items per swarm in a ``MemoryStore.dump`` batch
@@ -119,7 +185,7 @@ def dumped_records(batch: list[bytes | int]) -> Iterator[SwarmRecord]:
         yield SwarmRecord(f[0], f[1], (f[2], f[4], f[6], f[8]), (f[3], f[5], f[7], f[9]))  # type: ignore[arg-type]
 
 
-def _seen_column(meta: bytes) -> array:
+def _seen_column(meta: bytes | bytearray) -> array:
     """Every record's last_seen, read in C: records are 7 u32 words and last_seen is word 5."""
     words = array("I")
     words.frombytes(meta)
@@ -132,80 +198,139 @@ def _new_index(size: int) -> array:
     return array("i", [_EMPTY]) * size
 
 
-_IP_KEY = 0xFFFF_FFFF_FFFF_FF00  # the hash bits an IpCounts entry keeps; the low byte counts
+def _index_size(live: int) -> int:
+    size = _MIN_INDEX
+    while size * 2 < live * 3 + 3:
+        size *= 2
+    return size
+
+
+def _ip_key(family: int, addr: bytes | bytearray) -> bytes:
+    """What per-IP limits count an address by: its IP, an IPv6 address's /64, a WebRTC id."""
+    if family == 0:
+        return bytes(addr[:4])
+    if family == 1:
+        return bytes(addr[:8])  # an IPv6 subscriber has a whole /64
+    return b"\0" + bytes(addr[:8])  # never equal to an IPv4 or IPv6 key
+
+
+_IP_HASH = 0xFFFF_FFFF_FFFF_FF00  # the hash bits an IpCounts entry keeps; the low byte counts
 
 
 class IpCounts:
-    """Peers per IP in one swarm (see the theory of operation). Zero counts stay as tombstones
-    until the table is rebuilt, which drops them."""
+    """Records per IP in one ``Swarm`` (see the theory of operation).
 
-    __slots__ = ("table", "filled")
+    Entries ``hash[56 bits] << 8 | count`` in ``array('Q')`` segments, linear hashing over the
+    low hash bits as for the peer_id index, so that no change rehashes more than one segment.
+    A count that falls to zero stays as a tombstone until its segment is rebuilt."""
 
-    def __init__(self, live: int = 0) -> None:
-        size = 16
-        while size < live * 2:
-            size *= 2
-        self.table = array("Q", bytes(8 * size))
-        self.filled = 0
+    __slots__ = ("segs", "fill", "lmask", "split", "live")
+
+    def __init__(self) -> None:
+        self.segs = [array("Q", bytes(8 * _MIN_INDEX))]
+        self.fill = [0]  # entries in each segment, tombstones included
+        self.lmask = 0
+        self.split = 0
+        self.live = 0  # entries with a count
 
     @classmethod
     def of(cls, swarm: Swarm) -> IpCounts:
-        counts = cls(swarm.used)
-        for t in range(4):
+        counts = cls()
+        for t in range(TABLES):
             addrs = swarm.addrs[t]
-            w = _WIDTH[t]
+            w = _W[t]
             for off in range(0, len(addrs), w):
-                counts.add(bytes(addrs[off : off + w - 2]))
+                counts.add(_ip_key(t >> 1, addrs[off : off + w]))
         return counts
 
-    def _find(self, ip: bytes) -> tuple[int, int]:
-        """(position, key) of ip's entry, or of the empty slot where it would go."""
-        table = self.table
-        mask = len(table) - 1
-        if len(ip) == 16:
-            ip = ip[:8]  # an IPv6 subscriber has a whole /64: count them by it
-        key = (hash(ip) & _IP_KEY) or 0x100
-        i = (key >> 8) & mask
+    def _find(self, key: bytes) -> tuple[int, int, int]:
+        """(segment, position, entry hash) of key's entry, or of the free slot for it."""
+        k = (hash(key) & _IP_HASH) or 0x100
+        h = k >> 8
+        b = h & self.lmask
+        if b < self.split:
+            b = h & (self.lmask << 1 | 1)
+        seg = self.segs[b]
+        mask = len(seg) - 1
+        i = (h >> 24) & mask
         while True:
-            e = table[i]
-            if e == 0 or e & _IP_KEY == key:
-                return i, key
+            e = seg[i]
+            if e == 0 or e & _IP_HASH == k:
+                return b, i, k
             i = (i + 1) & mask
 
-    def get(self, ip: bytes) -> int:
-        i, _ = self._find(ip)
-        return self.table[i] & 0xFF
+    def get(self, key: bytes) -> int:
+        b, i, _ = self._find(key)
+        return self.segs[b][i] & 0xFF
 
-    def add(self, ip: bytes) -> None:
-        i, key = self._find(ip)
-        e = self.table[i]
+    def add(self, key: bytes) -> None:
+        b, i, k = self._find(key)
+        seg = self.segs[b]
+        e = seg[i]
         if e == 0:
-            self.table[i] = key | 1
-            self.filled += 1
-            if self.filled * 3 > len(self.table) * 2:
-                self.compact()
+            seg[i] = k | 1
+            self.live += 1
+            self.fill[b] += 1
+            if self.fill[b] * 3 > len(seg) * 2:
+                self._rebuild(b, [e for e in seg if e & 0xFF])
+            if self.live > len(self.segs) * _SEG_TARGET:
+                self._split_one()
         elif e & 0xFF < 255:
-            self.table[i] = e + 1
+            seg[i] = e + 1
+            if not e & 0xFF:
+                self.live += 1
 
-    def sub(self, ip: bytes) -> None:
-        i, _ = self._find(ip)
-        e = self.table[i]
+    def sub(self, key: bytes) -> None:
+        b, i, _ = self._find(key)
+        seg = self.segs[b]
+        e = seg[i]
         if e & 0xFF:
-            self.table[i] = e - 1
+            seg[i] = e - 1
+            if e & 0xFF == 1:
+                self.live -= 1
+                if len(self.segs) > 1 and self.live * 4 < len(self.segs) * _SEG_TARGET:
+                    self._merge_one()
 
-    def compact(self) -> None:
-        """Rebuild the table without tombstones, sized for the IPs it holds."""
-        live = [e for e in self.table if e & 0xFF]
-        fresh = IpCounts(len(live))
-        table = fresh.table
-        mask = len(table) - 1
-        for e in live:
-            i = (e >> 8) & mask
-            while table[i]:
+    def _rebuild(self, b: int, entries: list[int]) -> None:
+        seg = array("Q", bytes(8 * _index_size(len(entries))))
+        mask = len(seg) - 1
+        for e in entries:
+            i = (e >> 32) & mask
+            while seg[i]:
                 i = (i + 1) & mask
-            table[i] = e
-        self.table = table
-        self.filled = len(live)
+            seg[i] = e
+        self.segs[b] = seg
+        self.fill[b] = len(entries)
+
+    def _split_one(self) -> None:
+        b = self.split
+        high = self.lmask + 1
+        live = [e for e in self.segs[b] if e & 0xFF]
+        self.segs.append(self.segs[b])
+        self.fill.append(0)
+        self._rebuild(b, [e for e in live if not (e >> 8) & high])
+        self._rebuild(b + high, [e for e in live if (e >> 8) & high])
+        self.split += 1
+        if self.split == high:
+            self.lmask = self.lmask << 1 | 1
+            self.split = 0
+
+    def _merge_one(self) -> None:
+        if self.split == 0:
+            self.lmask >>= 1
+            self.split = self.lmask + 1
+        self.split -= 1
+        last = self.segs.pop()
+        self.fill.pop()
+        b = self.split
+        self._rebuild(b, [e for e in self.segs[b] if e & 0xFF] + [e for e in last if e & 0xFF])
+
+    def size(self) -> int:
+        """Bytes held by the table."""
+        return sum(len(seg) for seg in self.segs) * 8
+
+
+# --- choosing slots -------------------------------------------------------------------------
 
 
 def runs(t: int, n: int, skip: int, k: int, rng: random.Random) -> list[Pick]:
@@ -282,21 +407,370 @@ def window(t: int, n: int, skip: int, start: int, k: int) -> list[Pick]:
     return out
 
 
-class Swarm:
-    """One torrent's peers. Used from the event loop only."""
+# --- packed swarms --------------------------------------------------------------------------
+# A packed swarm P: P[0:6] records per table, P[6] xs, P[7] xl, P[8:16] downloaded; then the
+# meta of every record (table 0's first), then the address of every record, in the same order.
+# Records are found by their index r in table order; ``n`` below is always P[:6].
 
-    __slots__ = ("addrs", "meta", "index", "used", "deleted", "downloaded", "totals", "ipc")
+
+def packed_records(p: bytes) -> int:
+    return p[0] + p[1] + p[2] + p[3] + p[4] + p[5]
+
+
+def packed_counts(p: bytes) -> tuple[int, int, int]:
+    """(complete, incomplete, downloaded) of a packed swarm: distinct peers per role."""
+    return (
+        p[0] + p[2] + p[4] - p[6],
+        p[1] + p[3] + p[5] - p[7],
+        _U64.unpack_from(p, _DL)[0],
+    )
+
+
+def _locate(n: bytes, r: int) -> tuple[int, int]:
+    """(table, slot) of record r."""
+    t = 0
+    c = n[0]
+    while r >= c:
+        t += 1
+        c += n[t]
+    return t, r - c + n[t]
+
+
+def _first(n: bytes, t: int) -> int:
+    """The record index of table t's slot 0."""
+    r = 0
+    for u in range(t):
+        r += n[u]
+    return r
+
+
+def _addr_base(n: bytes, a: int, t: int) -> int:
+    """Where table t's addresses start, given ``a``, where table 0's do."""
+    for u in range(t):
+        a += n[u] * _W[u]
+    return a
+
+
+def _cut(p: bytes, totals: list[int], r: int) -> tuple[bytes, int, bytes, bytes]:
+    """Remove record r: (new swarm, its table, its meta, its address)."""
+    n = p[:6]
+    a0 = _HDR + META_LEN * packed_records(p)
+    t, s = _locate(n, r)
+    w = _W[t]
+    m = _HDR + META_LEN * r
+    a = _addr_base(n, a0, t) + s * w
+    head = bytearray(p[:_HDR])
+    head[t] -= 1
+    totals[t] -= 1
+    meta = p[m : m + META_LEN]
+    addr = p[a : a + w]
+    return b"".join((head, p[_HDR:m], p[m + META_LEN : a], p[a + w :])), t, meta, addr
+
+
+def _add(p: bytes, totals: list[int], t: int, meta: bytes, addr: bytes) -> tuple[bytes, int]:
+    """Append a record to table t: (new swarm, its slot)."""
+    n = p[:6]
+    a0 = _HDR + META_LEN * packed_records(p)
+    end_t = _first(n, t + 1)
+    m = _HDR + META_LEN * end_t
+    a = _addr_base(n, a0, t + 1)
+    head = bytearray(p[:_HDR])
+    head[t] += 1
+    totals[t] += 1
+    return b"".join((head, p[_HDR:m], meta, p[m:a], addr, p[a:])), n[t]
+
+
+def _find_all(p: bytes, peer_id: bytes) -> list[int]:
+    """The record indexes of every record of peer_id (at most one per family)."""
+    out = []
+    end = _HDR + META_LEN * packed_records(p)
+    i = p.find(peer_id, _HDR, end)
+    while i >= 0:
+        if (i - _HDR) % META_LEN == 0:
+            out.append((i - _HDR) // META_LEN)
+        i = p.find(peer_id, i + 1, end)
+    return out
+
+
+def _with_extras(p: bytes, role: int, delta: int) -> bytes:
+    """The swarm with ``delta`` added to the extra-record count of ``role`` (0 seeders)."""
+    head = bytearray(p[:_HDR])
+    head[_XS + role] += delta
+    return bytes(head) + p[_HDR:]
+
+
+def _with_download(p: bytes) -> bytes:
+    head = bytearray(p[:_HDR])
+    _U64.pack_into(head, _DL, _U64.unpack_from(p, _DL)[0] + 1)
+    return bytes(head) + p[_HDR:]
+
+
+def _ip_count(p: bytes, f: int, addr: bytes) -> int:
+    """How many records of family f share addr's IP (an IPv6 address: its /64)."""
+    n = p[:6]
+    w = _W[f << 1]
+    start = _addr_base(n, _HDR + META_LEN * packed_records(p), f << 1)
+    end = start + (n[f << 1] + n[f << 1 | 1]) * w
+    ip = addr[:8] if f == 1 else addr[: _IP_LEN[f]]
+    count = 0
+    i = p.find(ip, start, end)
+    while i >= 0:
+        if (i - start) % w == 0:
+            count += 1
+        i = p.find(ip, i + 1, end)
+    return count
+
+
+def _check_key(stored_key: int, key_hash: int) -> None:
+    if key_hash == 0 or stored_key & _KEY_MASK != key_hash:
+        raise ClientError("peer_id is in use from another address (send the same key)")
+
+
+def _set_role(
+    p: bytes, totals: list[int], rs: list[int], leecher: int
+) -> tuple[bytes, dict[int, int]]:
+    """Move records ``rs`` (one peer's) to the tables of role ``leecher``; the extra-record
+    counts follow. Returns the swarm and each moved record's new slot, by family."""
+    saved = []
+    for r in sorted(rs, reverse=True):  # later indexes first: cutting shifts those after
+        p, t, meta, addr = _cut(p, totals, r)
+        saved.append((t, meta, addr))
+    slots = {}
+    for t, meta, addr in saved:
+        p, slot = _add(p, totals, (t & 6) | leecher, meta, addr)
+        slots[t >> 1] = slot
+    if len(rs) > 1:
+        head = bytearray(p[:_HDR])
+        head[_XS + (leecher ^ 1)] -= len(rs) - 1
+        head[_XS + leecher] += len(rs) - 1
+        p = bytes(head) + p[_HDR:]
+    return p, slots
+
+
+def packed_upsert(
+    p: bytes,
+    totals: list[int],
+    peer_id: bytes,
+    addr: bytes,
+    f: int,
+    seeder: bool,
+    key_hash: int,
+    now: int,
+    completed: bool,
+    hold: int,
+    max_per_ip: int,
+    proto: int,
+) -> tuple[bytes, int, int, bool, bool]:
+    """``Swarm.upsert`` for a packed swarm: (new swarm, table, slot, counted, updated)."""
+    n = p[:6]
+    end = _HDR + META_LEN * (n[0] + n[1] + n[2] + n[3] + n[4] + n[5])
+    t = f << 1 | (not seeder)
+    mine = -1
+    other = -1  # a record of this peer in another family
+    i = p.find(peer_id, _HDR, end)
+    while i >= 0:
+        if (i - _HDR) % META_LEN == 0:
+            r = (i - _HDR) // META_LEN
+            old_t, old_s = _locate(n, r)
+            if old_t >> 1 == f:
+                mine = r
+                break
+            other = r
+        i = p.find(peer_id, i + 1, end)
+    if mine >= 0:
+        w = _W[t]
+        m = _HDR + META_LEN * mine
+        a = _addr_base(n, end, old_t) + old_s * w
+        old_key = _U32.unpack_from(p, m + _KEY)[0]
+        if p[a : a + w] != addr and p[a : a + _IP_LEN[f]] != addr[: _IP_LEN[f]]:
+            _check_key(old_key, key_hash)
+        if hold and now - _U32.unpack_from(p, m + _SEEN)[0] < hold:
+            return p, old_t, old_s, False, False
+        if proto:
+            key_hash |= (old_key >> _PROTO_SHIFT | proto) << _PROTO_SHIFT
+        seen_key = _SEEN_KEY.pack(now, key_hash)
+        if old_t == t:
+            if p[a : a + w] == addr:
+                return (
+                    b"".join((p[: m + _SEEN], seen_key, p[m + META_LEN :])),
+                    t,
+                    old_s,
+                    False,
+                    True,
+                )
+            return (
+                b"".join((p[: m + _SEEN], seen_key, p[m + META_LEN : a], addr, p[a + w :])),
+                t,
+                old_s,
+                False,
+                True,
+            )
+        # The role changed: every record of the peer moves (this one with its new values).
+        p = b"".join((p[: m + _SEEN], seen_key, p[m + META_LEN : a], addr, p[a + w :]))
+        counted = bool(old_t & 1) and seeder
+        if counted:
+            p = _with_download(p)
+        p, slots = _set_role(p, totals, _find_all(p, peer_id), t & 1)
+        return p, t, slots[f], counted, True
+    if max_per_ip and _ip_count(p, f, addr) >= max_per_ip:
+        raise ClientError(
+            f"too many peers from your address in this torrent (at most {max_per_ip})"
+        )
+    meta = _META.pack(peer_id, now, key_hash | proto << _PROTO_SHIFT)
+    if other < 0:
+        # A stranger saying "completed" finished while we did not know it (a restart).
+        counted = completed and seeder
+        p, slot = _add(p, totals, t, meta, addr)
+        if counted:
+            p = _with_download(p)
+        return p, t, slot, counted, True
+    # A new family for a known peer: its role is the peer's, as this announce says.
+    old_t, _ = _locate(n, other)
+    counted = bool(old_t & 1) and seeder
+    if (old_t & 1) != (t & 1):
+        p, _ = _set_role(p, totals, _find_all(p, peer_id), t & 1)
+    p, slot = _add(p, totals, t, meta, addr)
+    p = _with_extras(p, t & 1, 1)
+    if counted:
+        p = _with_download(p)
+    return p, t, slot, counted, True
+
+
+def _forget_record(p: bytes, totals: list[int], r: int) -> bytes:
+    """Remove record r; the peer's other records (if any) keep it counted."""
+    m = _HDR + META_LEN * r
+    peer_id = p[m : m + 20]
+    p, t, _, _ = _cut(p, totals, r)
+    if _find_all(p, peer_id):
+        p = _with_extras(p, t & 1, -1)
+    return p
+
+
+def packed_remove(
+    p: bytes, totals: list[int], peer_id: bytes, addr: bytes, f: int, key: int
+) -> bytes:
+    """``Swarm.remove`` for a packed swarm: the swarm without the peer's family-f record."""
+    n = p[:6]
+    end = _HDR + META_LEN * packed_records(p)
+    for r in _find_all(p, peer_id):
+        t, s = _locate(n, r)
+        if t >> 1 != f:
+            continue
+        w = _W[t]
+        a = _addr_base(n, end, t) + s * w
+        if p[a : a + _IP_LEN[f]] != addr[: _IP_LEN[f]]:
+            _check_key(_U32.unpack_from(p, _HDR + META_LEN * r + _KEY)[0], key)
+        return _forget_record(p, totals, r)
+    return p
+
+
+def packed_expire(p: bytes, totals: list[int], cutoff: int) -> tuple[bytes, int]:
+    """The swarm without records last seen before cutoff, and how many went."""
+    seen = _seen_column(p[_HDR : _HDR + META_LEN * packed_records(p)])
+    if not seen or min(seen) >= cutoff:
+        return p, 0
+    gone = [r for r in range(len(seen)) if seen[r] < cutoff]
+    for r in reversed(gone):
+        p = _forget_record(p, totals, r)
+    return p, len(gone)
+
+
+def packed_columns(p: bytes, tables: int = TABLES) -> tuple[list[bytes], list[bytes]]:
+    """(addrs, meta) of a packed swarm's first ``tables`` tables, as bytes per table."""
+    n = p[:6]
+    m = _HDR
+    a = _HDR + META_LEN * packed_records(p)
+    addrs = []
+    metas = []
+    for t in range(tables):
+        k = n[t]
+        metas.append(p[m : m + k * META_LEN])
+        addrs.append(p[a : a + k * _W[t]])
+        m += k * META_LEN
+        a += k * _W[t]
+    return addrs, metas
+
+
+def pack(
+    downloaded: int,
+    addrs: Iterable[bytes | bytearray],
+    meta: Iterable[bytes | bytearray],
+    xs: int,
+    xl: int,
+) -> bytes:
+    """A packed swarm from per-table columns (at most ``_SMALL`` + 1 records)."""
+    meta = [bytes(m) for m in meta]
+    addrs = [bytes(a) for a in addrs]
+    counts = [len(m) // META_LEN for m in meta] + [0] * (TABLES - len(meta))
+    head = bytes(counts) + bytes((xs, xl)) + _U64.pack(downloaded)
+    return b"".join([head, *meta, *addrs])
+
+
+def _extras(meta: list[bytes]) -> tuple[int, int]:
+    """(xs, xl): records beyond each peer's first, per role, over per-table meta columns.
+
+    Raises ``ValueError`` if a peer_id appears twice in one family or in both roles."""
+    seeders: list[set[bytes]] = []
+    leechers: list[set[bytes]] = []
+    for f in range(len(meta) // 2):
+        s_col = meta[2 * f]
+        l_col = meta[2 * f + 1]
+        s_ids = {s_col[o : o + 20] for o in range(0, len(s_col), META_LEN)}
+        l_ids = {l_col[o : o + 20] for o in range(0, len(l_col), META_LEN)}
+        if len(s_ids) + len(l_ids) != (len(s_col) + len(l_col)) // META_LEN or not s_ids.isdisjoint(
+            l_ids
+        ):
+            raise ValueError("a peer_id appears twice in one family of a swarm")
+        if s_ids:
+            seeders.append(s_ids)
+        if l_ids:
+            leechers.append(l_ids)
+    if len(seeders) + len(leechers) <= 1:
+        return 0, 0  # one family, or one role in one family: no peer can have two records
+    all_s = set().union(*seeders)
+    all_l = set().union(*leechers)
+    if not all_s.isdisjoint(all_l):
+        raise ValueError("a peer_id is both a seeder and a leecher in one swarm")
+    return sum(map(len, seeders)) - len(all_s), sum(map(len, leechers)) - len(all_l)
+
+
+# --- big swarms -----------------------------------------------------------------------------
+
+
+class Swarm:
+    """One torrent's records in per-table columns with a peer_id index (more than ``_SMALL``
+    records, see the theory of operation). Used from the event loop only."""
+
+    __slots__ = (
+        "addrs",
+        "meta",
+        "segs",
+        "fill",
+        "lmask",
+        "split",
+        "used",
+        "xs",
+        "xl",
+        "downloaded",
+        "totals",
+        "ipc",
+    )
 
     def __init__(self, totals: list[int]) -> None:
-        # The store's per-table peer counts, kept up to date by _append and _cut.
+        # The store's per-table record counts, kept up to date by _append and _cut.
         self.totals = totals
-        # b"" stands for an empty column: one shared immutable object instead of eight
-        # bytearrays per swarm (most swarms never see IPv6, many never see a seeder).
-        self.addrs: list[bytes | bytearray] = [b"", b"", b"", b""]
-        self.meta: list[bytes | bytearray] = [b"", b"", b"", b""]
-        self.index: array | None = None  # built past _SMALL peers
+        # b"" stands for an empty column (one shared immutable object).
+        self.addrs: list[bytes | bytearray] = [b""] * TABLES
+        self.meta: list[bytes | bytearray] = [b""] * TABLES
+        # The index: segment b = hash & lmask, or hash & (2 * lmask + 1) below ``split``
+        # (linear hashing); ``fill`` counts each segment's used and deleted entries.
+        self.segs: list[array] = [_new_index(_MIN_INDEX)]
+        self.fill = [0]
+        self.lmask = 0
+        self.split = 0
         self.used = 0
-        self.deleted = 0
+        self.xs = 0  # records beyond each peer's first, among seeders and leechers
+        self.xl = 0
         self.downloaded = 0
         self.ipc: IpCounts | None = None  # built on first use by max_per_ip
 
@@ -306,139 +780,200 @@ class Swarm:
     def counts(self) -> tuple[int, int, int]:
         m = self.meta
         return (
-            (len(m[0]) + len(m[2])) // META_LEN,
-            (len(m[1]) + len(m[3])) // META_LEN,
+            (len(m[0]) + len(m[2]) + len(m[4])) // META_LEN - self.xs,
+            (len(m[1]) + len(m[3]) + len(m[5])) // META_LEN - self.xl,
             self.downloaded,
         )
 
+    def peers(self) -> int:
+        return self.used - self.xs - self.xl
+
     # --- index -----------------------------------------------------------------------------
 
-    def _probe(self, peer_id: bytes) -> tuple[int, int]:
-        """(index position, entry) for peer_id; entry -1 and a free position when absent.
+    def _seg(self, h: int) -> int:
+        b = h & self.lmask
+        if b < self.split:
+            b = h & (self.lmask << 1 | 1)
+        return b
 
-        Without an index the position is -1 and the meta columns are searched instead."""
-        index = self.index
-        if index is None:
-            meta = self.meta
-            for t in range(4):
-                col = meta[t]
-                i = col.find(peer_id)
-                while i >= 0:
-                    if i % META_LEN == 0:  # a match inside another field does not count
-                        return -1, (i // META_LEN) << 2 | t
-                    i = col.find(peer_id, i + 1)
-            return -1, -1
-        mask = len(index) - 1
-        i = hash(peer_id) & mask
+    def _probe(self, peer_id: bytes, f: int) -> tuple[int, int, int, int]:
+        """(segment, position, entry, other) for peer_id's family-f record.
+
+        entry is -1 when there is none; position is then a free one to insert at, and other
+        an entry of the peer's in another family (or -1). When entry is found, other is not
+        looked for."""
+        h = hash(peer_id)
+        b = h & self.lmask
+        if b < self.split:
+            b = h & (self.lmask << 1 | 1)
+        seg = self.segs[b]
+        mask = len(seg) - 1
+        i = (h >> 32) & mask
         free = -1
+        other = -1
         meta = self.meta
         while True:
-            e = index[i]
+            e = seg[i]
             if e == _EMPTY:
-                return (i if free < 0 else free), -1
+                return b, (i if free < 0 else free), -1, other
             if e == _DELETED:
                 if free < 0:
                     free = i
-            elif meta[e & 3].startswith(peer_id, (e >> 2) * META_LEN):
-                return i, e
+            elif meta[e & 7].startswith(peer_id, (e >> 3) * META_LEN):
+                if (e & 7) >> 1 == f:
+                    return b, i, e, other
+                other = e
             i = (i + 1) & mask
 
-    def _reposition(self, peer_id: bytes, old: int, new: int) -> None:
-        index = self.index
-        if index is None:
-            return
-        mask = len(index) - 1
-        i = hash(peer_id) & mask
-        while index[i] != old:
+    def _entries(self, peer_id: bytes) -> list[int]:
+        """Every index entry of peer_id (one per family it has a record in)."""
+        h = hash(peer_id)
+        seg = self.segs[self._seg(h)]
+        mask = len(seg) - 1
+        i = (h >> 32) & mask
+        out = []
+        meta = self.meta
+        while True:
+            e = seg[i]
+            if e == _EMPTY:
+                return out
+            if e >= 0 and meta[e & 7].startswith(peer_id, (e >> 3) * META_LEN):
+                out.append(e)
             i = (i + 1) & mask
-        index[i] = new
 
-    def _resize(self) -> None:
-        size = _MIN_INDEX
-        while size * 2 < self.used * 3 + 3:
-            size *= 2
-        index = _new_index(size)
-        mask = size - 1
-        for t in range(4):
-            meta = self.meta[t]
-            for s in range(len(meta) // META_LEN):
-                off = s * META_LEN
-                i = hash(bytes(meta[off : off + 20])) & mask
-                while index[i] != _EMPTY:
-                    i = (i + 1) & mask
-                index[i] = s << 2 | t
-        self.index = index
-        self.deleted = 0
-        if self.ipc is not None:
-            self.ipc.compact()  # a shrinking swarm gives the memory back
+    def _reentry(self, peer_id: bytes, old: int, new: int) -> None:
+        """Replace index entry ``old`` (a record of peer_id) by ``new`` (_DELETED to delete)."""
+        h = hash(peer_id)
+        seg = self.segs[self._seg(h)]
+        mask = len(seg) - 1
+        i = (h >> 32) & mask
+        while seg[i] != old:
+            i = (i + 1) & mask
+        seg[i] = new
 
-    def ip_room(self, ip: bytes, cap: int) -> None:
-        """Raise ClientError if ``ip`` already has ``cap`` peers in this swarm."""
+    def _peer_id(self, e: int) -> bytes:
+        off = (e >> 3) * META_LEN
+        return bytes(self.meta[e & 7][off : off + 20])
+
+    def _rebuild(self, b: int, entries: list[int] | None = None) -> None:
+        """Rebuild segment b from its live entries (or ``entries``), sized for them."""
+        if entries is None:
+            entries = [e for e in self.segs[b] if e >= 0]
+        seg = _new_index(_index_size(len(entries)))
+        mask = len(seg) - 1
+        for e in entries:
+            i = (hash(self._peer_id(e)) >> 32) & mask
+            while seg[i] != _EMPTY:
+                i = (i + 1) & mask
+            seg[i] = e
+        self.segs[b] = seg
+        self.fill[b] = len(entries)
+
+    def _split_one(self) -> None:
+        """Split the segment at ``split`` in two (linear hashing): bounded work."""
+        b = self.split
+        high = self.lmask + 1  # the new segment's number, and the bit that decides
+        stay: list[int] = []
+        move: list[int] = []
+        for e in self.segs[b]:
+            if e >= 0:
+                (move if hash(self._peer_id(e)) & high else stay).append(e)
+        self.segs.append(self.segs[b])
+        self.fill.append(0)
+        self._rebuild(b, stay)
+        self._rebuild(b + high, move)
+        self.split += 1
+        if self.split == high:
+            self.lmask = self.lmask << 1 | 1
+            self.split = 0
+
+    def _merge_one(self) -> None:
+        """Undo the last split: merge the last segment into its buddy."""
+        if self.split == 0:
+            self.lmask >>= 1
+            self.split = self.lmask + 1
+        self.split -= 1
+        last = self.segs.pop()
+        self.fill.pop()
+        self._rebuild(
+            self.split, [e for e in self.segs[self.split] if e >= 0] + [e for e in last if e >= 0]
+        )
+
+    def _index(self, b: int, pos: int, e: int) -> None:
+        """Store entry e at free position pos of segment b; grow what needs growing."""
+        seg = self.segs[b]
+        if seg[pos] == _EMPTY:
+            self.fill[b] += 1
+        seg[pos] = e
+        if self.fill[b] * 3 > len(seg) * 2:
+            self._rebuild(b)
+        if self.used > len(self.segs) * _SEG_TARGET:
+            self._split_one()
+
+    def _shrink_index(self) -> None:
+        """After a removal: merge segments, or shrink the only one, as the swarm shrinks."""
+        segs = self.segs
+        if len(segs) > 1:
+            if self.used * 4 < len(segs) * _SEG_TARGET:
+                self._merge_one()
+        elif self.used * 8 < len(segs[0]) and len(segs[0]) > _MIN_INDEX:
+            self._rebuild(0)
+
+    def ip_room(self, f: int, addr: bytes, cap: int) -> None:
+        """Raise ClientError if addr's IP already has ``cap`` records in this swarm."""
         if self.ipc is None:
             self.ipc = IpCounts.of(self)
-        if self.ipc.get(ip) >= cap:
+        if self.ipc.get(_ip_key(f, addr)) >= cap:
             raise ClientError(f"too many peers from your address in this torrent (at most {cap})")
 
     @classmethod
-    def restore(
+    def build(
         cls,
+        totals: list[int],
         downloaded: int,
-        addrs: tuple[bytes, ...],
-        meta: tuple[bytes, ...],
-        cutoff: int,
-    ) -> Swarm | None:
-        """A swarm from dumped columns, without the peers last seen before ``cutoff``.
-
-        ``None`` if no peer is left. Raises ``ValueError`` if the columns do not fit together or
-        a peer_id appears twice (the index could not tell the two apart).
-        """
-        # Counted into the store's totals only once the whole snapshot loaded (all or nothing).
-        swarm = cls([0, 0, 0, 0])
+        addrs: Iterable[bytes | bytearray],
+        meta: Iterable[bytes | bytearray],
+        xs: int,
+        xl: int,
+    ) -> Swarm:
+        """A swarm from per-table columns (checked by the caller), counted into ``totals``."""
+        swarm = cls(totals)
         swarm.downloaded = downloaded
-        used = 0
-        ids: list[list[bytes]] = [[], [], [], []]
-        for t in range(4):
-            m = meta[t]
-            a = addrs[t]
-            n, rest = divmod(len(m), META_LEN)
-            w = _WIDTH[t]
-            if rest or len(a) != n * w:
-                raise ValueError(f"table {t}: {len(m)} bytes of records for {len(a)} of addresses")
-            if not n:
-                continue
-            seen = _seen_column(m)
-            if min(seen) < cutoff:
-                keep = [s for s in range(n) if seen[s] >= cutoff]
-                if not keep:
-                    continue
-                m = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
-                a = b"".join([a[s * w : (s + 1) * w] for s in keep])
-                n = len(keep)
-            swarm.meta[t] = bytearray(m)
-            swarm.addrs[t] = bytearray(a)
-            swarm.totals[t] = n
-            ids[t] = [m[o : o + 20] for o in range(0, n * META_LEN, META_LEN)]
-            used += n
-        if not used:
-            return None
-        swarm.used = used
-        # The index, as _resize builds it, from the peer_ids already sliced out above; a probe
-        # that meets the same peer_id finds a duplicate for the price of the collisions alone.
-        size = _MIN_INDEX
-        while size * 2 < used * 3 + 3:
-            size *= 2
-        index = _new_index(size)
-        mask = size - 1
-        for t in range(4):
-            for slot, peer_id in enumerate(ids[t]):
-                i = hash(peer_id) & mask
-                while (e := index[i]) != _EMPTY:
-                    if ids[e & 3][e >> 2] == peer_id:
-                        raise ValueError("a peer_id appears twice in one swarm")
-                    i = (i + 1) & mask
-                index[i] = slot << 2 | t
-        swarm.index = index if used > _SMALL else None  # built anyway: it finds duplicates
+        swarm.xs = xs
+        swarm.xl = xl
+        entries: list[int] = []
+        for t, (a, m) in enumerate(zip(addrs, meta, strict=False)):
+            n = len(m) // META_LEN
+            if n:
+                swarm.addrs[t] = bytearray(a)
+                swarm.meta[t] = bytearray(m)
+                totals[t] += n
+                entries += [s << 3 | t for s in range(n)]
+        swarm.used = len(entries)
+        # As many segments as the records call for, each sized for its share.
+        segments = 1
+        while swarm.used > segments * _SEG_TARGET:
+            segments *= 2
+        swarm.lmask = segments - 1
+        parts: list[list[int]] = [[] for _ in range(segments)]
+        for e in entries:
+            parts[hash(swarm._peer_id(e)) & swarm.lmask].append(e)
+        swarm.segs = [_new_index(_MIN_INDEX)] * segments
+        swarm.fill = [0] * segments
+        for b in range(segments):
+            swarm._rebuild(b, parts[b])
         return swarm
+
+    def packed(self) -> bytes:
+        return pack(self.downloaded, self.addrs, self.meta, self.xs, self.xl)
+
+    def forget_counts(self) -> None:
+        """Count this swarm's records off the store's totals (it is being dropped)."""
+        totals = self.totals
+        for t in range(TABLES):
+            totals[t] -= self.size(t)
+        # A sweep holding this swarm across a yield must not count its records off again.
+        self.totals = [0] * TABLES
 
     # --- tables ----------------------------------------------------------------------------
 
@@ -454,11 +989,11 @@ class Swarm:
         return len(col) // META_LEN - 1
 
     def _cut(self, t: int, slot: int) -> None:
-        """Remove a peer by moving the table's last peer into its slot (index fixed up)."""
+        """Remove a record by moving the table's last one into its slot (index fixed up)."""
         self.totals[t] -= 1
         meta = self.meta[t]
         addrs = self.addrs[t]
-        w = _WIDTH[t]
+        w = _W[t]
         last = len(meta) // META_LEN - 1
         if last == 0:
             self.meta[t] = self.addrs[t] = b""
@@ -467,39 +1002,65 @@ class Swarm:
             m = last * META_LEN
             meta[slot * META_LEN : slot * META_LEN + META_LEN] = meta[m:]  # type: ignore[index]
             addrs[slot * w : slot * w + w] = addrs[last * w :]  # type: ignore[index]
-            self._reposition(bytes(meta[m : m + 20]), last << 2 | t, slot << 2 | t)
+            self._reentry(bytes(meta[m : m + 20]), last << 3 | t, slot << 3 | t)
         del meta[last * META_LEN :]  # type: ignore[union-attr]
         del addrs[last * w :]  # type: ignore[union-attr]
 
-    def _forget(self, pos: int, t: int, slot: int, shrink: bool = True) -> None:
+    def _move(self, e: int, t: int) -> int:
+        """Move record e to table t (a role change); return its new entry."""
+        old_t = e & 7
+        s = e >> 3
+        w = _W[old_t]
+        off = s * META_LEN
+        meta = bytes(self.meta[old_t][off : off + META_LEN])
+        addr = bytes(self.addrs[old_t][s * w : s * w + w])
+        peer_id = meta[:20]
+        self._reentry(peer_id, e, _DELETED)  # so _cut's fix-up cannot meet it
+        self._cut(old_t, s)
+        new = self._append(t, addr, meta) << 3 | t
+        b, pos, _, _ = self._probe(peer_id, -1)
+        self._index(b, pos, new)
+        return new
+
+    def _set_role(self, entries: list[int], leecher: int) -> dict[int, int]:
+        """Move one peer's records to the tables of role ``leecher``; new entries by family."""
+        out = {}
+        for e in entries:
+            if e & 1 != leecher:
+                e = self._move(e, (e & 6) | leecher)
+            out[(e & 7) >> 1] = e
+        if len(entries) > 1:
+            if leecher:
+                self.xs -= len(entries) - 1
+                self.xl += len(entries) - 1
+            else:
+                self.xl -= len(entries) - 1
+                self.xs += len(entries) - 1
+        return out
+
+    def _forget(self, b: int, pos: int, t: int, slot: int) -> None:
+        """Remove the record at index position (b, pos), table t, slot (no index shrinking)."""
+        meta = self.meta[t]
+        peer_id = bytes(meta[slot * META_LEN : slot * META_LEN + 20])
         if self.ipc is not None:
-            w = _WIDTH[t]
-            self.ipc.sub(bytes(self.addrs[t][slot * w : slot * w + w - 2]))
+            w = _W[t]
+            self.ipc.sub(_ip_key(t >> 1, self.addrs[t][slot * w : slot * w + w]))
         self.used -= 1
-        index = self.index
-        if index is None:
-            self._cut(t, slot)
-            return
-        index[pos] = _DELETED
-        self.deleted += 1
+        self.segs[b][pos] = _DELETED
         self._cut(t, slot)
-        if self.used <= _SMALL // 2:
-            self.index = None
-            self.deleted = 0
-        elif shrink and self.used * 8 < len(index) and len(index) > _MIN_INDEX:
-            # Not during a sweep: a rebuild is O(peers) in one go, too long for a sweep slice
-            # on a huge swarm; the next ordinary removal shrinks the index instead.
-            self._resize()
+        if self._entries(peer_id):  # the peer stays, with a record in another family
+            if t & 1:
+                self.xl -= 1
+            else:
+                self.xs -= 1
 
     def _check_owner(self, t: int, slot: int, addr: bytes, key_hash: int) -> None:
         """A peer_id seen from another IP must prove itself with the key it first sent."""
-        w = _WIDTH[t]
-        stored = self.addrs[t]
-        if w == len(addr) and stored[slot * w : slot * w + w - 2] == addr[:-2]:
+        w = _W[t]
+        ip = _IP_LEN[t >> 1]
+        if self.addrs[t][slot * w : slot * w + ip] == addr[:ip]:
             return
-        (stored_key,) = _U32.unpack_from(self.meta[t], slot * META_LEN + _KEY)
-        if key_hash == 0 or stored_key & _KEY_MASK != key_hash:
-            raise ClientError("peer_id is in use from another address (send the same key)")
+        _check_key(_U32.unpack_from(self.meta[t], slot * META_LEN + _KEY)[0], key_hash)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -507,6 +1068,7 @@ class Swarm:
         self,
         peer_id: bytes,
         addr: bytes,
+        f: int,
         seeder: bool,
         key_hash: int,
         now: int,
@@ -515,76 +1077,74 @@ class Swarm:
         max_per_ip: int = 0,
         proto: int = 0,
     ) -> tuple[int, int, bool, bool]:
-        """Add or refresh a peer; return (table, slot, counted_a_completion, updated).
+        """Add or refresh the peer's family-f record; return (table, slot, counted, updated).
 
         ``key_hash`` must fit in 30 bits (``MemoryStore`` folds it)."""
-        t = (len(addr) != 6) << 1 | (not seeder)
-        pos, e = self._probe(peer_id)
+        t = f << 1 | (not seeder)
+        b, pos, e, other = self._probe(peer_id, f)
         if e < 0:
             if max_per_ip:
-                self.ip_room(addr[:-2], max_per_ip)
-            key = key_hash | proto << _PROTO_SHIFT
-            slot = self._append(t, addr, _META.pack(peer_id, now, key))
+                self.ip_room(f, addr, max_per_ip)
+            if other >= 0 and other & 1 != t & 1:  # a known peer changing role
+                self._set_role(self._entries(peer_id), t & 1)
+                b, pos, _, _ = self._probe(peer_id, f)
+            meta = _META.pack(peer_id, now, key_hash | proto << _PROTO_SHIFT)
+            slot = self._append(t, addr, meta)
             if self.ipc is not None:
-                self.ipc.add(addr[:-2])
+                self.ipc.add(_ip_key(f, addr))
             self.used += 1
-            index = self.index
-            if index is None:
-                if self.used > _SMALL:
-                    self._resize()
+            self._index(b, pos, slot << 3 | t)
+            if other < 0:
+                # A stranger saying "completed" finished while we did not know it (a restart).
+                counted = completed and seeder
             else:
-                if index[pos] == _DELETED:
-                    self.deleted -= 1
-                index[pos] = slot << 2 | t
-                if (self.used + self.deleted) * 3 > len(index) * 2:
-                    self._resize()
-            # A stranger saying "completed" finished while we did not know it (a restart).
-            counted = completed and seeder
+                counted = bool(other & 1) and seeder
+                if t & 1:
+                    self.xl += 1
+                else:
+                    self.xs += 1
             if counted:
                 self.downloaded += 1
             return t, slot, counted, True
-        old_t = e & 3
-        old_slot = e >> 2
-        w = _WIDTH[old_t]
+        old_t = e & 7
+        old_slot = e >> 3
+        w = _W[old_t]
         old_addr = self.addrs[old_t][old_slot * w : old_slot * w + w]
         if old_addr != addr:
             self._check_owner(old_t, old_slot, addr, key_hash)
         if hold and now - _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _SEEN)[0] < hold:
             return old_t, old_slot, False, False
-        if self.ipc is not None and old_addr[:-2] != addr[:-2]:
-            self.ipc.sub(bytes(old_addr[:-2]))
-            self.ipc.add(addr[:-2])
+        if self.ipc is not None and old_addr[: _IP_LEN[f]] != addr[: _IP_LEN[f]]:
+            self.ipc.sub(_ip_key(f, old_addr))
+            self.ipc.add(_ip_key(f, addr))
         if proto:
             (old_key,) = _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _KEY)
             key_hash |= (old_key >> _PROTO_SHIFT | proto) << _PROTO_SHIFT
-        meta = _META.pack(peer_id, now, key_hash)
+        m = old_slot * META_LEN
+        self.meta[old_t][m + _SEEN : m + META_LEN] = _SEEN_KEY.pack(now, key_hash)  # type: ignore[index]
+        self.addrs[old_t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
+        if old_t == t:
+            return t, old_slot, False, True
         counted = old_t & 1 == 1 and seeder
         if counted:
             self.downloaded += 1
-        if old_t == t:
-            m = old_slot * META_LEN
-            self.meta[t][m : m + META_LEN] = meta  # type: ignore[index]
-            self.addrs[t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
-            return t, old_slot, counted, True
-        self._cut(old_t, old_slot)
-        slot = self._append(t, addr, meta)
-        if self.index is not None:
-            self.index[pos] = slot << 2 | t
-        return t, slot, counted, True
+        e = self._set_role(self._entries(peer_id), t & 1)[f]
+        return t, e >> 3, counted, True
 
-    def remove(self, peer_id: bytes, addr: bytes, key_hash: int) -> bool:
-        pos, e = self._probe(peer_id)
+    def remove(self, peer_id: bytes, addr: bytes, f: int, key_hash: int) -> bool:
+        b, pos, e, _ = self._probe(peer_id, f)
         if e < 0:
             return False
-        self._check_owner(e & 3, e >> 2, addr, key_hash)
-        self._forget(pos, e & 3, e >> 2)
+        self._check_owner(e & 7, e >> 3, addr, key_hash)
+        self._forget(b, pos, e & 7, e >> 3)
+        self._shrink_index()
         return True
 
     def expire(self, t: int, cutoff: int, hi: int, budget: int) -> int:
-        """Drop peers of table t last seen before cutoff among slots [hi - budget, hi).
+        """Drop records of table t last seen before cutoff among slots [hi - budget, hi).
 
-        Scanning downwards keeps swap-removal safe: the peer moved into a hole comes from the
-        end, which was already examined. Returns how many peers were removed.
+        Scanning downwards keeps swap-removal safe: the record moved into a hole comes from the
+        end, which was already examined. Returns how many records were removed.
         """
         meta = self.meta[t]
         hi = min(hi, len(meta) // META_LEN)
@@ -593,18 +1153,26 @@ class Swarm:
         for slot in range(hi - 1, max(0, hi - budget) - 1, -1):
             off = slot * META_LEN
             if unpack(meta, off + _SEEN)[0] < cutoff:
-                pos, _ = self._probe(bytes(meta[off : off + 20]))
-                self._forget(pos, t, slot, shrink=False)
+                b, pos, _, _ = self._probe(bytes(meta[off : off + 20]), t >> 1)
+                self._forget(b, pos, t, slot)
+                self._shrink_index()
                 meta = self.meta[t]
                 removed += 1
         return removed
 
 
+# --- views ----------------------------------------------------------------------------------
+
+
 class MemoryView:
-    """What one announcer sees of its swarm (``johnlocke.store.SwarmView``)."""
+    """What one announcer sees of its swarm (``johnlocke.store.SwarmView``).
+
+    ``addrs`` and ``meta`` are the swarm's columns by table: a ``Swarm``'s own, or slices of a
+    packed swarm's for the announcer's family (the other tables are then empty)."""
 
     __slots__ = (
-        "swarm",
+        "addrs",
+        "meta",
         "table",
         "slot",
         "info_hash",
@@ -624,7 +1192,8 @@ class MemoryView:
 
     def __init__(
         self,
-        swarm: Swarm,
+        addrs: list[bytes | bytearray],
+        meta: list[bytes | bytearray],
         info_hash: bytes,
         peer_id: bytes,
         addr: bytes,
@@ -632,16 +1201,23 @@ class MemoryView:
         slot: int,
         completed: bool,
         now: int,
+        counts: tuple[int, int, int],
     ) -> None:
-        self.swarm = swarm
+        self.addrs = addrs
+        self.meta = meta
         self.info_hash = info_hash
         self.peer_id = peer_id
         self.addr = addr
         self.table = table
         self.slot = slot
-        self.complete, self.incomplete, self.downloaded = swarm.counts()
+        self.complete, self.incomplete, self.downloaded = counts
         self.completed = completed
         self.now = now
+
+    @property
+    def swarm(self) -> MemoryView:
+        """The tables this view reads (``swarm.meta[table]``), as ``johnlocke.testing`` looks."""
+        return self
 
     @property
     def family(self) -> int:
@@ -652,18 +1228,18 @@ class MemoryView:
         return not self.table & 1
 
     def count(self, seeders: bool) -> int:
-        t = (self.table & 2) | (not seeders)
-        n = len(self.swarm.meta[t]) // META_LEN
+        t = (self.table & 6) | (not seeders)
+        n = len(self.meta[t]) // META_LEN
         return n - 1 if t == self.table else n
 
     def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
-        t = (self.table & 2) | (not seeders)
-        n = len(self.swarm.meta[t]) // META_LEN
+        t = (self.table & 6) | (not seeders)
+        n = len(self.meta[t]) // META_LEN
         return runs(t, n, self.slot if t == self.table else n, k, rng)
 
     def window(self, seeders: bool, start: int, k: int) -> list[Pick]:
-        t = (self.table & 2) | (not seeders)
-        n = len(self.swarm.meta[t]) // META_LEN
+        t = (self.table & 6) | (not seeders)
+        n = len(self.meta[t]) // META_LEN
         return window(t, n, self.slot if t == self.table else n, start, k)
 
     def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
@@ -676,9 +1252,9 @@ class MemoryView:
         out = []
         for t, first, count in picks:
             seeder = not t & 1
-            w = _WIDTH[t]
-            addrs = self.swarm.addrs[t]
-            meta = self.swarm.meta[t]
+            w = _W[t]
+            addrs = self.addrs[t]
+            meta = self.meta[t]
             for s in range(first, first + count):
                 peer_id, seen, _ = _META.unpack_from(meta, s * META_LEN)
                 out.append(
@@ -688,7 +1264,7 @@ class MemoryView:
 
     def _speaks(self, t: int, s: int) -> bool:
         """Whether peer s of table t announced under this view's hash of a hybrid torrent."""
-        key = _U32.unpack_from(self.swarm.meta[t], s * META_LEN + _KEY)[0]
+        key = _U32.unpack_from(self.meta[t], s * META_LEN + _KEY)[0]
         return bool(key >> _PROTO_SHIFT & self.proto)
 
     def last_seen(self, picks: list[Pick]) -> list[int]:
@@ -696,23 +1272,18 @@ class MemoryView:
         unpack = _U32.unpack_from
         for t, first, count in picks:
             if count == 1:
-                out.append(unpack(self.swarm.meta[t], first * META_LEN + _SEEN)[0])
+                out.append(unpack(self.meta[t], first * META_LEN + _SEEN)[0])
                 continue
-            # A meta record is 7 little-endian u32 words; last_seen is word 5 (peer_id is 0-4).
-            words = array("I")
-            words.frombytes(self.swarm.meta[t][first * META_LEN : (first + count) * META_LEN])
-            if _BIG_ENDIAN:
-                words.byteswap()
-            out += words[5::7]
+            out += _seen_column(self.meta[t][first * META_LEN : (first + count) * META_LEN])
         return out
 
     def compact(self, picks: list[Pick]) -> bytes:
-        addrs = self.swarm.addrs
-        w = _WIDTH[self.table]  # picks are all of the announcer's family
+        addrs = self.addrs
+        w = _W[self.table]  # picks are all of the announcer's family
         if not self.proto:
             return b"".join([addrs[t][f * w : (f + c) * w] for t, f, c in picks])
         table = _SPEAKS[self.proto]
-        metas = self.swarm.meta
+        metas = self.meta
         out = []
         for t, f, c in picks:
             col = addrs[t]
@@ -732,9 +1303,9 @@ class MemoryView:
         out = []
         proto = self.proto
         for t, first, count in picks:
-            w = _WIDTH[t]
-            addrs = self.swarm.addrs[t]
-            meta = self.swarm.meta[t]
+            w = _W[t]
+            addrs = self.addrs[t]
+            meta = self.meta[t]
             for s in range(first, first + count):
                 if proto and not self._speaks(t, s):
                     continue
@@ -750,7 +1321,8 @@ class OptionView(MemoryView):
 
     def __init__(
         self,
-        swarm: Swarm,
+        addrs: list[bytes | bytearray],
+        meta: list[bytes | bytearray],
         info_hash: bytes,
         peer_id: bytes,
         addr: bytes,
@@ -758,103 +1330,336 @@ class OptionView(MemoryView):
         slot: int,
         completed: bool,
         now: int,
+        counts: tuple[int, int, int],
         updated: bool,
         created: bool,
         proto: int,
     ) -> None:
-        super().__init__(swarm, info_hash, peer_id, addr, table, slot, completed, now)
+        super().__init__(addrs, meta, info_hash, peer_id, addr, table, slot, completed, now, counts)
         self.updated = updated
         self.created = created
         self.proto = proto
+
+
+def _packed_tables(p: bytes, f: int) -> tuple[list[bytes], list[bytes]]:
+    """(addrs, meta) by table for a view of family f of a packed swarm (other tables empty)."""
+    n = p[:6]
+    ts = f << 1
+    ms = _HDR + META_LEN * _first(n, ts)
+    ml = ms + META_LEN * n[ts]
+    me = ml + META_LEN * n[ts + 1]
+    w = _W[ts]
+    a_s = _addr_base(n, _HDR + META_LEN * packed_records(p), ts)
+    al = a_s + w * n[ts]
+    ae = al + w * n[ts + 1]
+    addrs = [b""] * TABLES
+    meta = [b""] * TABLES
+    addrs[ts] = p[a_s:al]
+    addrs[ts + 1] = p[al:ae]
+    meta[ts] = p[ms:ml]
+    meta[ts + 1] = p[ml:me]
+    return addrs, meta
+
+
+# --- the store ------------------------------------------------------------------------------
 
 
 class MemoryStore:
     """Swarms in this process's memory (``johnlocke.store.Store``)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.swarms: dict[bytes, Swarm] = {}
-        self.totals = [0, 0, 0, 0]  # peers per table, over every swarm
+        # Swarms of 2 to _SMALL records (packed bytes) and bigger ones (Swarm).
+        self.swarms: dict[bytes, bytes | Swarm] = {}
+        # Swarms of at most one record, in buckets of _SLOT-byte slots (linear hashing: bucket
+        # hash & bmask, or hash & (2 * bmask + 1) below bsplit).
+        self.buckets: list[bytes] = [b""]
+        self.bmask = 0
+        self.bsplit = 0
+        self.tiny = 0  # swarms in the buckets
+        self.totals = [0] * TABLES  # records per table, over every swarm
+        # Bumped by every change of a peer or swarm: a snapshot of an unchanged store is skipped.
+        self.changes = 0
+        self._frozen = 0  # iterations between slices: no split, merge or dict shrink meanwhile
+        self._dict_peak = 0  # the most swarms the dict held since it was last rebuilt
         self._clock = clock
         self._epoch = clock()
 
     def now(self) -> int:
         return int(self._clock() - self._epoch)
 
+    # --- buckets ---------------------------------------------------------------------------
+
+    def _bucket(self, info_hash: bytes) -> tuple[int, int]:
+        """(bucket, offset of info_hash's slot in it, or -1)."""
+        h = hash(info_hash)
+        b = h & self.bmask
+        if b < self.bsplit:
+            b = h & (self.bmask << 1 | 1)
+        bucket = self.buckets[b]
+        o = bucket.find(info_hash)
+        while o >= 0 and o % _SLOT:
+            o = bucket.find(info_hash, o + 1)
+        return b, o
+
+    def _tiny_get(self, b: int, o: int) -> bytes:
+        """The packed swarm in slot o of bucket b."""
+        bucket = self.buckets[b]
+        t = bucket.find(1, o + 20, o + 26)  # the table of its record, if it has one
+        end = o + 20 + _HDR + (0 if t < 0 else META_LEN + _W[t - o - 20])
+        return bucket[o + 20 : end]
+
+    def _tiny_put(self, b: int, o: int, info_hash: bytes, p: bytes) -> None:
+        """Store packed swarm p (at most one record) in slot o of bucket b (o < 0: a new slot)."""
+        bucket = self.buckets[b]
+        if o >= 0:
+            self.buckets[b] = b"".join(
+                (bucket[: o + 20], p, _PAD[_MAX_ONE - len(p)], bucket[o + _SLOT :])
+            )
+            return
+        self.buckets[b] = b"".join((bucket, info_hash, p, _PAD[_MAX_ONE - len(p)]))
+        self.tiny += 1
+        if not self._frozen and self.tiny > len(self.buckets) * _BUCKET_LOAD:
+            self._split_bucket()
+
+    def _tiny_del(self, b: int, o: int) -> None:
+        bucket = self.buckets[b]
+        self.buckets[b] = bucket[:o] + bucket[o + _SLOT :]
+        self.tiny -= 1
+        if (
+            not self._frozen
+            and len(self.buckets) > 1
+            and self.tiny * 4 < len(self.buckets) * _BUCKET_LOAD
+        ):
+            self._merge_bucket()
+
+    def _split_bucket(self) -> None:
+        b = self.bsplit
+        high = self.bmask + 1
+        bucket = self.buckets[b]
+        stay = []
+        move = []
+        for o in range(0, len(bucket), _SLOT):
+            slot = bucket[o : o + _SLOT]
+            (move if hash(slot[:20]) & high else stay).append(slot)
+        self.buckets[b] = b"".join(stay)
+        self.buckets.append(b"".join(move))
+        self.bsplit += 1
+        if self.bsplit == high:
+            self.bmask = self.bmask << 1 | 1
+            self.bsplit = 0
+
+    def _merge_bucket(self) -> None:
+        if self.bsplit == 0:
+            self.bmask >>= 1
+            self.bsplit = self.bmask + 1
+        self.bsplit -= 1
+        last = self.buckets.pop()
+        self.buckets[self.bsplit] += last
+
+    def _settle(self, info_hash: bytes, p: bytes, b: int, o: int, in_dict: bool) -> bytes | Swarm:
+        """Keep packed swarm p in the tier its size calls for; b/o/in_dict say where it was
+        (o >= 0: in bucket b). Returns what now holds it."""
+        n = packed_records(p)
+        if n <= 1:
+            if in_dict:
+                del self.swarms[info_hash]
+                b, o = self._bucket(info_hash)
+            self._tiny_put(b, o, info_hash, p)
+            return p
+        if o >= 0:
+            self._tiny_del(b, o)
+        if n <= _SMALL:
+            self.swarms[info_hash] = p
+            if not in_dict and len(self.swarms) > self._dict_peak:
+                self._dict_peak = len(self.swarms)
+            return p
+        addrs, meta = packed_columns(p)
+        for t in range(TABLES):  # Swarm.build counts them in again
+            self.totals[t] -= len(meta[t]) // META_LEN
+        swarm = Swarm.build(
+            self.totals, _U64.unpack_from(p, _DL)[0], addrs, meta, p[_XS], p[_XS + 1]
+        )
+        self.swarms[info_hash] = swarm
+        return swarm
+
+    def _unbig(self, info_hash: bytes, swarm: Swarm) -> None:
+        """A Swarm that shrank to half of _SMALL records goes back to packed (or a bucket)."""
+        p = swarm.packed()
+        # A sweep holding the Swarm across a yield must not count its records off again.
+        swarm.totals = [0] * TABLES
+        self.swarms[info_hash] = p
+        if swarm.used <= 1:
+            self._settle(info_hash, p, 0, -1, True)
+
+    # --- inspection --------------------------------------------------------------------------
+
+    def _walk(self) -> Iterator[tuple[bytes, bytes | Swarm]]:
+        """Every swarm once, as (info_hash, packed bytes or Swarm) as it is when reached.
+
+        The caller may yield to the event loop between items if it raises ``_frozen`` for the
+        walk (no split, merge or dict rebuild meanwhile). A swarm moves between the dict and the
+        buckets as it grows and shrinks: one that was in the dict when the walk began is only
+        visited there, so none comes twice (one that moved meanwhile may be missed)."""
+        keys = list(self.swarms)
+        start = set(keys)
+        for ih in keys:
+            swarm = self.swarms.get(ih)
+            if swarm is not None:
+                yield ih, swarm
+        for b in range(len(self.buckets)):
+            bucket = self.buckets[b]  # each bucket as it is at one moment
+            for o in range(0, len(bucket), _SLOT):
+                ih = bucket[o : o + 20]
+                if ih not in start:
+                    t = bucket.find(1, o + 20, o + 26)
+                    end = o + 20 + _HDR + (0 if t < 0 else META_LEN + _W[t - o - 20])
+                    yield ih, bucket[o + 20 : end]
+
+    def records(self) -> Iterator[SwarmRecord]:
+        """Every swarm's columns (all six tables), for tests and tools; do not yield meanwhile."""
+        for ih, s in self._walk():
+            if isinstance(s, Swarm):
+                yield SwarmRecord(
+                    ih, s.downloaded, tuple(map(bytes, s.addrs)), tuple(map(bytes, s.meta))
+                )
+            else:
+                addrs, meta = packed_columns(s)
+                yield SwarmRecord(ih, _U64.unpack_from(s, _DL)[0], tuple(addrs), tuple(meta))
+
+    def swarm_count(self) -> int:
+        return len(self.swarms) + self.tiny
+
+    def _lookup(self, info_hash: bytes) -> bytes | Swarm | None:
+        swarm = self.swarms.get(info_hash)
+        if swarm is None:
+            b, o = self._bucket(info_hash)
+            if o >= 0:
+                return self._tiny_get(b, o)
+        return swarm
+
     # --- snapshots ---------------------------------------------------------------------------
 
     def dump(self, max_peers: int = 50_000, max_swarms: int = 2_000) -> Iterator[list[bytes | int]]:
-        """The swarms that have peers, as batches of copies, for a snapshot.
+        """The swarms that have IPv4 or IPv6 records, as batches of copies, for a snapshot.
 
         A batch is a flat list of ``DUMP_FIELDS`` items per swarm: info_hash, downloaded, then
-        the ``addrs`` and ``meta`` columns of tables 0 to 3 (bytes copies); ``dumped_records``
-        reads one as ``SwarmRecord``s. Flat on purpose: bytes and ints are not tracked by the
-        garbage collector, so a snapshot in progress (whose batches live while a thread writes
-        them) adds no long-lived containers that would trigger a full collection, which on a
-        big store holds the event loop for ~0.1 s.
+        the ``addrs`` and ``meta`` columns of tables 0 to 3 (bytes copies; WebRTC records are
+        not dumped); ``dumped_records`` reads one as ``SwarmRecord``s. Flat on purpose: bytes
+        and ints are not tracked by the garbage collector, so a snapshot in progress (whose
+        batches live while a thread writes them) adds no long-lived containers that would
+        trigger a full collection.
 
         A batch holds at most ``max_swarms`` swarms and, unless one swarm alone is larger, about
-        ``max_peers`` peers, so producing one holds the event loop for a few milliseconds. The
+        ``max_peers`` records, so producing one holds the event loop for a few milliseconds. The
         caller may yield between batches; each swarm is copied whole, as it is at that moment.
         Swarms created after the first batch are left for the next snapshot.
         """
-        keys = list(self.swarms)
-        get = self.swarms.get
-        i = 0
-        while i < len(keys):
+        self._frozen += 1
+        try:
             batch: list[bytes | int] = []
-            add = batch.append
             swarms = peers = 0
-            while i < len(keys) and swarms < max_swarms and peers < max_peers:
-                ih = keys[i]
-                i += 1
-                swarm = get(ih)
-                if swarm is None or not swarm.used:
+            for ih, swarm in self._walk():
+                if isinstance(swarm, Swarm):
+                    a = swarm.addrs
+                    m = swarm.meta
+                    cols = [bytes(a[0]), bytes(m[0]), bytes(a[1]), bytes(m[1])]
+                    cols += [bytes(a[2]), bytes(m[2]), bytes(a[3]), bytes(m[3])]
+                    downloaded = swarm.downloaded
+                else:
+                    addrs, meta = packed_columns(swarm, 4)
+                    cols = [
+                        addrs[0],
+                        meta[0],
+                        addrs[1],
+                        meta[1],
+                        addrs[2],
+                        meta[2],
+                        addrs[3],
+                        meta[3],
+                    ]
+                    downloaded = _U64.unpack_from(swarm, _DL)[0]
+                held = (len(cols[1]) + len(cols[3]) + len(cols[5]) + len(cols[7])) // META_LEN
+                if not held:
                     continue
-                a = swarm.addrs
-                m = swarm.meta
-                add(ih)
-                add(swarm.downloaded)
-                add(bytes(a[0]))
-                add(bytes(m[0]))
-                add(bytes(a[1]))
-                add(bytes(m[1]))
-                add(bytes(a[2]))
-                add(bytes(m[2]))
-                add(bytes(a[3]))
-                add(bytes(m[3]))
+                batch.append(ih)
+                batch.append(downloaded)
+                batch += cols
                 swarms += 1
-                peers += swarm.used
+                peers += held
+                if swarms >= max_swarms or peers >= max_peers:
+                    yield batch
+                    batch = []
+                    swarms = peers = 0
             if batch:
                 yield batch
+        finally:
+            self._frozen -= 1
 
     def restore(self, records: Iterable[SwarmRecord], now: int, cutoff: int) -> tuple[int, int]:
-        """Fill an empty store from ``dump``'s records; return (swarms, peers) installed.
+        """Fill an empty store from ``dump``'s records; return (swarms, records) installed.
 
         The clock is set to continue at ``now`` (``last_seen`` values are in the writer's clock).
-        Peers last seen before ``cutoff`` are dropped, and so are swarms left without peers (as
-        the next sweep would). All or nothing: if ``records`` raises, the store stays empty.
+        Records last seen before ``cutoff`` are dropped, and so are swarms left without any (as
+        the next sweep would). All or nothing: if ``records`` raises, or a record does not fit
+        together (``ValueError``: columns of the wrong length, a peer_id twice in one family or
+        in both roles, the same swarm twice), the store stays empty.
         """
-        if self.swarms:
+        if self.swarm_count():
             raise RuntimeError("restore needs an empty store")
-        built: dict[bytes, Swarm] = {}
+        built: dict[bytes, tuple[int, list[bytes], list[bytes], int, int]] = {}
         peers = 0
         for rec in records:
             if len(rec.info_hash) != 20:
                 raise ValueError("info_hash must be 20 bytes")
             if rec.info_hash in built:
                 raise ValueError("the same swarm twice")
-            swarm = Swarm.restore(rec.downloaded, rec.addrs, rec.meta, cutoff)
-            if swarm is not None:
-                built[rec.info_hash] = swarm
-                peers += swarm.used
+            if not 0 <= rec.downloaded < 1 << 64:
+                raise ValueError("downloaded out of range")
+            addrs: list[bytes] = []
+            meta: list[bytes] = []
+            for t in range(TABLES):
+                m = bytes(rec.meta[t]) if t < len(rec.meta) else b""
+                a = bytes(rec.addrs[t]) if t < len(rec.addrs) else b""
+                n, rest = divmod(len(m), META_LEN)
+                w = _W[t]
+                if rest or len(a) != n * w:
+                    raise ValueError(
+                        f"table {t}: {len(m)} bytes of records for {len(a)} of addresses"
+                    )
+                if n:
+                    seen = _seen_column(m)
+                    if min(seen) < cutoff:
+                        keep = [s for s in range(n) if seen[s] >= cutoff]
+                        m = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
+                        a = b"".join([a[s * w : (s + 1) * w] for s in keep])
+                addrs.append(a)
+                meta.append(m)
+            used = sum(len(m) for m in meta) // META_LEN
+            if not used:
+                continue
+            xs, xl = _extras(meta)
+            built[rec.info_hash] = (rec.downloaded, addrs, meta, xs, xl)
+            peers += used
         self._epoch = self._clock() - now
         totals = self.totals
-        for swarm in built.values():
-            for t in range(4):
-                totals[t] += swarm.totals[t]
-            swarm.totals = totals
-        self.swarms.update(built)
+        for ih, (downloaded, addrs, meta, xs, xl) in built.items():
+            used = sum(len(m) for m in meta) // META_LEN
+            if used > _SMALL:
+                self.swarms[ih] = Swarm.build(totals, downloaded, addrs, meta, xs, xl)
+                continue
+            for t in range(TABLES):
+                totals[t] += len(meta[t]) // META_LEN
+            p = pack(downloaded, addrs, meta, xs, xl)
+            if used == 1:
+                b, o = self._bucket(ih)
+                self._tiny_put(b, o, ih, p)
+            else:
+                self.swarms[ih] = p
+        self._dict_peak = len(self.swarms)
+        self.changes += 1
         return len(built), peers
+
+    # --- operations ----------------------------------------------------------------------------
 
     async def announce(
         self,
@@ -873,112 +1678,280 @@ class MemoryStore:
         now = int(self._clock() - self._epoch)
         if key_hash > 0x3FFF_FFFF:  # _KEY_MASK, as a constant: this runs on every announce
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
+        f = _FAMILY[len(addr)] if len(addr) < 19 else -1
+        if f < 0:
+            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}")
         swarm = self.swarms.get(info_hash)
-        if swarm is None:
-            if not create:
-                raise SwarmNotFound(info_hash)
-            swarm = Swarm(self.totals)
-            t, slot, counted, _ = swarm.upsert(
-                peer_id, addr, seeder, key_hash, now, completed_event, 0, 0, proto
+        if swarm.__class__ is Swarm:
+            t, slot, counted, updated = swarm.upsert(  # type: ignore[union-attr]
+                peer_id, addr, f, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
             )
-            self.swarms[info_hash] = swarm  # only once the upsert succeeded
+            if updated:
+                self.changes += 1
+                if not proto:
+                    return MemoryView(
+                        swarm.addrs,  # type: ignore[union-attr]
+                        swarm.meta,  # type: ignore[union-attr]
+                        info_hash, peer_id, addr, t, slot, counted, now,
+                        swarm.counts(),  # type: ignore[union-attr]
+                    )  # fmt: skip
             return OptionView(
-                swarm, info_hash, peer_id, addr, t, slot, counted, now, True, True, proto
-            )
-        t, slot, counted, updated = swarm.upsert(
-            peer_id, addr, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
-        )
-        if updated and not proto:
-            return MemoryView(swarm, info_hash, peer_id, addr, t, slot, counted, now)
-        return OptionView(
-            swarm, info_hash, peer_id, addr, t, slot, counted, now, updated, False, proto
+                swarm.addrs,  # type: ignore[union-attr]
+                swarm.meta,  # type: ignore[union-attr]
+                info_hash, peer_id, addr, t, slot, counted, now,
+                swarm.counts(),  # type: ignore[union-attr]
+                updated, False, proto,
+            )  # fmt: skip
+        b = o = -1
+        created = False
+        if swarm is None:
+            b, o = self._bucket(info_hash)
+            if o >= 0:
+                p = self._tiny_get(b, o)
+            elif not create:
+                raise SwarmNotFound(info_hash)
+            else:
+                p = _EMPTY_SWARM
+                created = True
+        else:
+            p = swarm  # type: ignore[assignment]
+        p2, t, slot, counted, updated = packed_upsert(
+            p, self.totals, peer_id, addr, f, seeder, key_hash, now, completed_event,
+            hold, max_per_ip, proto,
+        )  # fmt: skip
+        if not updated:
+            addrs, meta = _packed_tables(p, f)
+            return OptionView(
+                addrs, meta, info_hash, peer_id, addr, t, slot, False, now,
+                packed_counts(p), False, False, proto,
+            )  # fmt: skip
+        self.changes += 1
+        held = self._settle(info_hash, p2, b, o, swarm is not None)
+        if held.__class__ is Swarm:
+            addrs, meta = held.addrs, held.meta  # type: ignore[union-attr]
+        else:
+            addrs, meta = _packed_tables(p2, f)
+        if proto or created:
+            return OptionView(
+                addrs, meta, info_hash, peer_id, addr, t, slot, counted, now,
+                packed_counts(p2), True, created, proto,
+            )  # fmt: skip
+        return MemoryView(
+            addrs, meta, info_hash, peer_id, addr, t, slot, counted, now, packed_counts(p2)
         )
 
     async def remove(
         self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
     ) -> tuple[int, int, int]:
-        swarm = self.swarms.get(info_hash)
-        if swarm is None:
-            return 0, 0, 0
         if key_hash > _KEY_MASK:
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1
-        swarm.remove(peer_id, addr, key_hash)
-        return swarm.counts()
+        f = _FAMILY[len(addr)] if len(addr) < 19 else -1
+        if f < 0:
+            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}")
+        swarm = self.swarms.get(info_hash)
+        if isinstance(swarm, Swarm):
+            if swarm.remove(peer_id, addr, f, key_hash):
+                self.changes += 1
+                if swarm.used <= _SMALL // 2:
+                    self._unbig(info_hash, swarm)
+            return swarm.counts()
+        b = o = -1
+        if swarm is None:
+            b, o = self._bucket(info_hash)
+            if o < 0:
+                return 0, 0, 0
+            p = self._tiny_get(b, o)
+        else:
+            p = swarm
+        p2 = packed_remove(p, self.totals, peer_id, addr, f, key_hash)
+        if p2 is not p:
+            self.changes += 1
+            self._settle(info_hash, p2, b, o, swarm is not None)
+        return packed_counts(p2)
 
     async def scrape(self, info_hashes: list[bytes]) -> list[tuple[bytes, int, int, int]]:
-        get = self.swarms.get
         out = []
         for ih in info_hashes:
-            swarm = get(ih)
-            out.append((ih, 0, 0, 0) if swarm is None else (ih, *swarm.counts()))
+            swarm = self._lookup(ih)
+            if swarm is None:
+                out.append((ih, 0, 0, 0))
+            elif isinstance(swarm, Swarm):
+                out.append((ih, *swarm.counts()))
+            else:
+                out.append((ih, *packed_counts(swarm)))
         return out
 
     async def scrape_all(self) -> list[tuple[bytes, int, int, int]]:
-        return [(ih, *swarm.counts()) for ih, swarm in list(self.swarms.items())]
+        out = []
+        self._frozen += 1
+        try:
+            for i, (ih, swarm) in enumerate(self._rows()):
+                out.append((ih, *swarm))
+                if i % _TOP_SLICE == _TOP_SLICE - 1:
+                    await asyncio.sleep(0)
+        finally:
+            self._frozen -= 1
+        return out
+
+    def _rows(self) -> Iterator[tuple[bytes, tuple[int, int, int]]]:
+        """(info_hash, counts) of every swarm (a ``_walk``)."""
+        for ih, swarm in self._walk():
+            yield ih, swarm.counts() if isinstance(swarm, Swarm) else packed_counts(swarm)
 
     async def drop(self, info_hash: bytes) -> bool:
         swarm = self.swarms.pop(info_hash, None)
         if swarm is None:
-            return False
-        totals = self.totals
-        for t in range(4):
-            totals[t] -= swarm.size(t)
-        # A sweep holding this swarm across a yield must not count its peers off again.
-        swarm.totals = [0, 0, 0, 0]
+            b, o = self._bucket(info_hash)
+            if o < 0:
+                return False
+            p = self._tiny_get(b, o)
+            self._tiny_del(b, o)
+        elif isinstance(swarm, Swarm):
+            swarm.forget_counts()
+            self.changes += 1
+            return True
+        else:
+            p = swarm
+        _, meta = packed_columns(p)
+        for t in range(TABLES):
+            self.totals[t] -= len(meta[t]) // META_LEN
+        self.changes += 1
         return True
 
     async def sweep(self, cutoff: int) -> int:
-        # Work is counted in peers examined, a removal weighing _REMOVAL_COST more (it probes
-        # the index and moves a record); each expire() call looks at no more than _SWEEP_STEP
+        # Work is counted in records examined, a removal weighing _REMOVAL_COST more (it
+        # probes and moves a record); each expire() call looks at no more than _SWEEP_STEP
         # slots, so the loop is never held for much longer than one slice's worth.
         removed = 0
         work = 0
-        for ih in list(self.swarms):
-            swarm = self.swarms.get(ih)
-            if swarm is None:
-                continue
-            for t in range(4):
-                hi = swarm.size(t)
-                while hi > 0:
-                    step = min(hi, _SWEEP_STEP)
-                    gone = swarm.expire(t, cutoff, hi, step)
-                    removed += gone
-                    hi -= step
-                    work += step + gone * _REMOVAL_COST
-                    if work >= _SWEEP_SLICE:
-                        await asyncio.sleep(0)
-                        work = 0
-            work += 2
-            # The swarm may have been refilled while we yielded: look again before dropping it.
-            if swarm.used == 0 and self.swarms.get(ih) is swarm:
-                del self.swarms[ih]
-            if work >= _SWEEP_SLICE:
-                await asyncio.sleep(0)
-                work = 0
+        totals = self.totals
+        self._frozen += 1
+        try:
+            for ih in list(self.swarms):
+                swarm = self.swarms.get(ih)
+                if swarm is None:
+                    continue
+                if isinstance(swarm, Swarm):
+                    for t in range(TABLES):
+                        hi = swarm.size(t)
+                        while hi > 0:
+                            step = min(hi, _SWEEP_STEP)
+                            gone = swarm.expire(t, cutoff, hi, step)
+                            removed += gone
+                            hi -= step
+                            work += step + gone * _REMOVAL_COST
+                            if work >= _SWEEP_SLICE:
+                                await asyncio.sleep(0)
+                                work = 0
+                    # The swarm may have been dropped or refilled while we yielded.
+                    if self.swarms.get(ih) is swarm:
+                        if swarm.used == 0:
+                            del self.swarms[ih]
+                        elif swarm.used <= _SMALL // 2:
+                            self._unbig(ih, swarm)
+                else:
+                    p, gone = packed_expire(swarm, totals, cutoff)
+                    work += _SWARM_COST + packed_records(swarm) + gone * _REMOVAL_COST
+                    if gone:
+                        removed += gone
+                        self.changes += 1
+                        if not packed_records(p):
+                            del self.swarms[ih]
+                        else:
+                            self._settle(ih, p, -1, -1, True)
+                    elif not packed_records(p):
+                        del self.swarms[ih]  # emptied by a stop: now it goes, with its count
+                        self.changes += 1
+                if work >= _SWEEP_SLICE:
+                    await asyncio.sleep(0)
+                    work = 0
+            for b in range(len(self.buckets)):
+                gone, examined = self._sweep_bucket(b, cutoff)
+                removed += gone
+                work += examined * _SWARM_COST + gone * _REMOVAL_COST
+                if work >= _SWEEP_SLICE:
+                    await asyncio.sleep(0)
+                    work = 0
+        finally:
+            self._frozen -= 1
+        await self._give_back(removed)
         return removed
 
+    def _sweep_bucket(self, b: int, cutoff: int) -> tuple[int, int]:
+        """Expire bucket b's swarms (each of at most one record); drop those left empty.
+        Returns (records removed, slots examined)."""
+        bucket = self.buckets[b]
+        keep = []
+        gone = 0
+        dropped = 0
+        totals = self.totals
+        unpack = _U32.unpack_from
+        for o in range(0, len(bucket), _SLOT):
+            t = bucket.find(1, o + 20, o + 26)
+            if t >= 0:
+                if unpack(bucket, o + 20 + _HDR + _SEEN)[0] >= cutoff:
+                    keep.append(bucket[o : o + _SLOT])
+                    continue
+                totals[t - o - 20] -= 1
+                gone += 1
+            dropped += 1
+        if dropped:
+            self.buckets[b] = b"".join(keep)
+            self.tiny -= dropped
+            self.changes += 1
+        return gone, len(bucket) // _SLOT
+
+    async def _give_back(self, removed: int) -> None:
+        """After a sweep: merge buckets down to the load again, shrink the dict if it is mostly
+        empty, and hand freed heap pages back to the system (see the theory of operation)."""
+        merged = 0
+        while len(self.buckets) > 1 and self.tiny * 4 < len(self.buckets) * _BUCKET_LOAD:
+            if self._frozen:
+                return
+            self._merge_bucket()
+            merged += 1
+            if merged % 5000 == 0:
+                await asyncio.sleep(0)
+        if self._frozen:
+            return
+        live = len(self.swarms)
+        if self._dict_peak > 4 * live + 1000 and live < 200_000:
+            # A dict never shrinks its table when entries go; a copy is sized for what is left
+            # (~50 ns a swarm).
+            self.swarms = dict(self.swarms)
+            self._dict_peak = live
+        if removed >= _TRIM_AFTER and _TRIM is not None:
+            _TRIM(0)
+
     async def stats(self) -> StoreStats:
-        return StoreStats(len(self.swarms), *self.totals)
+        return StoreStats(self.swarm_count(), *self.totals)
 
     async def top_swarms(self, n: int) -> list[tuple[bytes, int, int, int]]:
         if n <= 0:
             return []
-        items = list(self.swarms.items())
         best: list[tuple[int, bytes]] = []
-        for start in range(0, len(items), _TOP_SLICE):
-            chunk = [(sw.used, ih) for ih, sw in items[start : start + _TOP_SLICE]]
-            best = heapq.nlargest(n, best + chunk)
-            if start + _TOP_SLICE < len(items):
-                await asyncio.sleep(0)
+        chunk: list[tuple[int, bytes]] = []
+        self._frozen += 1
+        try:
+            for ih, (c, i, _) in self._rows():
+                chunk.append((c + i, ih))
+                if len(chunk) >= _TOP_SLICE:
+                    best = heapq.nlargest(n, best + chunk)
+                    chunk = []
+                    await asyncio.sleep(0)
+        finally:
+            self._frozen -= 1
+        best = heapq.nlargest(n, best + chunk)
         # Counted again now: a swarm may have changed (or gone) while we yielded.
-        rows = []
-        for _, ih in best:
-            swarm = self.swarms.get(ih)
-            if swarm is not None:
-                rows.append((ih, *swarm.counts()))
+        rows = [
+            row for row in await self.scrape([ih for _, ih in best]) if row[1] or row[2] or row[3]
+        ]
         rows.sort(key=lambda r: r[1] + r[2], reverse=True)
         return rows
 
     async def close(self) -> None:
         self.swarms.clear()
-        self.totals[:] = [0, 0, 0, 0]
+        self.buckets = [b""]
+        self.bmask = self.bsplit = self.tiny = 0
+        self.totals[:] = [0] * TABLES
+        self.changes += 1
