@@ -547,6 +547,58 @@ def _set_role(
     return p, slots
 
 
+def packed_refresh(
+    p: bytes, peer_id: bytes, addr: bytes, t: int, key_hash: int, now: int, hold: int
+) -> tuple[bytes, int, list[bytes], list[bytes], tuple[int, int, int]] | None:
+    """The common announce on a packed swarm, in one step: a known peer, same family, same role,
+    same address, no hybrid ``proto``. Returns (new swarm, slot, the view's addrs and meta
+    tables, counts), the swarm itself unchanged when ``hold`` holds it; None when the announce
+    is not that case (``packed_upsert`` then handles it)."""
+    n0 = p[0]
+    n1 = p[1]
+    n2 = p[2]
+    n3 = p[3]
+    end = _HDR + META_LEN * (n0 + n1 + n2 + n3 + p[4] + p[5])
+    ts = t & 6  # the family's seeder table; its leecher table follows
+    if ts == 0:
+        r0 = 0
+        a0 = end
+    elif ts == 2:
+        r0 = n0 + n1
+        a0 = end + _W[0] * r0
+    else:
+        r0 = n0 + n1 + n2 + n3
+        a0 = end + _W[0] * (n0 + n1) + _W[2] * (n2 + n3)
+    ns = p[ts]
+    nl = p[ts + 1]
+    ms = _HDR + META_LEN * r0
+    ml = ms + META_LEN * ns
+    me = ml + META_LEN * nl
+    i = p.find(peer_id, ms, me)
+    while i >= 0 and (i - ms) % META_LEN:
+        i = p.find(peer_id, i + 1, me)
+    if i < 0 or (i >= ml) != (t & 1):
+        return None  # not in this family, or changing role
+    w = _W[t]
+    s = (i - ms) // META_LEN if i < ml else (i - ml) // META_LEN
+    al = a0 + w * ns
+    a = (a0 if i < ml else al) + s * w
+    if p[a : a + w] != addr:
+        return None
+    if hold and now - _U32.unpack_from(p, i + _SEEN)[0] < hold:
+        p2 = p
+    else:
+        p2 = b"".join((p[: i + _SEEN], _SEEN_KEY.pack(now, key_hash), p[i + META_LEN :]))
+    addrs = [b"", b"", b"", b"", b"", b""]
+    meta = [b"", b"", b"", b"", b"", b""]
+    addrs[ts] = p2[a0:al]
+    addrs[ts + 1] = p2[al : al + w * nl]
+    meta[ts] = p2[ms:ml]
+    meta[ts + 1] = p2[ml:me]
+    counts = (n0 + n2 + p[4] - p[6], n1 + n3 + p[5] - p[7], _U64.unpack_from(p, _DL)[0])
+    return p2, s, addrs, meta, counts
+
+
 def packed_upsert(
     p: bytes,
     totals: list[int],
@@ -1361,6 +1413,13 @@ def _packed_tables(p: bytes, f: int) -> tuple[list[bytes], list[bytes]]:
     return addrs, meta
 
 
+def _slot_swarm(bucket: bytes | bytearray, o: int) -> bytes:
+    """The packed swarm in the bucket slot at offset o (as bytes)."""
+    t = bucket.find(1, o + 20, o + 26)  # the table of its record, if it has one
+    end = o + 20 + _HDR + (0 if t < 0 else META_LEN + _W[t - o - 20])
+    return bytes(bucket[o + 20 : end])
+
+
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -1372,7 +1431,7 @@ class MemoryStore:
         self.swarms: dict[bytes, bytes | Swarm] = {}
         # Swarms of at most one record, in buckets of _SLOT-byte slots (linear hashing: bucket
         # hash & bmask, or hash & (2 * bmask + 1) below bsplit).
-        self.buckets: list[bytes] = [b""]
+        self.buckets: list[bytes | bytearray] = [b""]  # b"": an empty bucket
         self.bmask = 0
         self.bsplit = 0
         self.tiny = 0  # swarms in the buckets
@@ -1403,27 +1462,28 @@ class MemoryStore:
 
     def _tiny_get(self, b: int, o: int) -> bytes:
         """The packed swarm in slot o of bucket b."""
-        bucket = self.buckets[b]
-        t = bucket.find(1, o + 20, o + 26)  # the table of its record, if it has one
-        end = o + 20 + _HDR + (0 if t < 0 else META_LEN + _W[t - o - 20])
-        return bucket[o + 20 : end]
+        return _slot_swarm(self.buckets[b], o)
 
     def _tiny_put(self, b: int, o: int, info_hash: bytes, p: bytes) -> None:
         """Store packed swarm p (at most one record) in slot o of bucket b (o < 0: a new slot)."""
         bucket = self.buckets[b]
         if o >= 0:
-            self.buckets[b] = b"".join(
-                (bucket[: o + 20], p, _PAD[_MAX_ONE - len(p)], bucket[o + _SLOT :])
-            )
+            bucket[o + 20 : o + _SLOT] = p + _PAD[_MAX_ONE - len(p)]  # type: ignore[index]
             return
-        self.buckets[b] = b"".join((bucket, info_hash, p, _PAD[_MAX_ONE - len(p)]))
+        if bucket:
+            bucket += info_hash + p + _PAD[_MAX_ONE - len(p)]  # type: ignore[operator]
+        else:
+            self.buckets[b] = bytearray(info_hash + p + _PAD[_MAX_ONE - len(p)])
         self.tiny += 1
         if not self._frozen and self.tiny > len(self.buckets) * _BUCKET_LOAD:
             self._split_bucket()
 
     def _tiny_del(self, b: int, o: int) -> None:
         bucket = self.buckets[b]
-        self.buckets[b] = bucket[:o] + bucket[o + _SLOT :]
+        if len(bucket) == _SLOT:
+            self.buckets[b] = b""
+        else:
+            del bucket[o : o + _SLOT]  # type: ignore[union-attr]
         self.tiny -= 1
         if (
             not self._frozen
@@ -1440,9 +1500,9 @@ class MemoryStore:
         move = []
         for o in range(0, len(bucket), _SLOT):
             slot = bucket[o : o + _SLOT]
-            (move if hash(slot[:20]) & high else stay).append(slot)
-        self.buckets[b] = b"".join(stay)
-        self.buckets.append(b"".join(move))
+            (move if hash(bytes(slot[:20])) & high else stay).append(slot)
+        self.buckets[b] = bytearray(b"".join(stay)) if stay else b""
+        self.buckets.append(bytearray(b"".join(move)) if move else b"")
         self.bsplit += 1
         if self.bsplit == high:
             self.bmask = self.bmask << 1 | 1
@@ -1454,7 +1514,8 @@ class MemoryStore:
             self.bsplit = self.bmask + 1
         self.bsplit -= 1
         last = self.buckets.pop()
-        self.buckets[self.bsplit] += last
+        if last:
+            self.buckets[self.bsplit] = bytearray(self.buckets[self.bsplit] + last)
 
     def _settle(self, info_hash: bytes, p: bytes, b: int, o: int, in_dict: bool) -> bytes | Swarm:
         """Keep packed swarm p in the tier its size calls for; b/o/in_dict say where it was
@@ -1507,13 +1568,11 @@ class MemoryStore:
             if swarm is not None:
                 yield ih, swarm
         for b in range(len(self.buckets)):
-            bucket = self.buckets[b]  # each bucket as it is at one moment
+            bucket = bytes(self.buckets[b])  # each bucket as it is at one moment
             for o in range(0, len(bucket), _SLOT):
                 ih = bucket[o : o + 20]
                 if ih not in start:
-                    t = bucket.find(1, o + 20, o + 26)
-                    end = o + 20 + _HDR + (0 if t < 0 else META_LEN + _W[t - o - 20])
-                    yield ih, bucket[o + 20 : end]
+                    yield ih, _slot_swarm(bucket, o)
 
     def records(self) -> Iterator[SwarmRecord]:
         """Every swarm's columns (all six tables), for tests and tools; do not yield meanwhile."""
@@ -1678,7 +1737,10 @@ class MemoryStore:
         now = int(self._clock() - self._epoch)
         if key_hash > 0x3FFF_FFFF:  # _KEY_MASK, as a constant: this runs on every announce
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
-        f = _FAMILY[len(addr)] if len(addr) < 19 else -1
+        try:
+            f = _FAMILY[len(addr)]
+        except IndexError:
+            f = -1
         if f < 0:
             raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}")
         swarm = self.swarms.get(info_hash)
@@ -1702,19 +1764,63 @@ class MemoryStore:
                 swarm.counts(),  # type: ignore[union-attr]
                 updated, False, proto,
             )  # fmt: skip
+        t = f << 1 | (not seeder)
         b = o = -1
         created = False
-        if swarm is None:
+        if swarm is not None:
+            p: bytes = swarm  # type: ignore[assignment]
+            if not proto:
+                fast = packed_refresh(p, peer_id, addr, t, key_hash, now, hold)
+                if fast is not None:
+                    p2, slot, addrs, meta, counts = fast
+                    if p2 is p:  # held
+                        return OptionView(
+                            addrs, meta, info_hash, peer_id, addr, t, slot, False, now, counts,
+                            False, False, 0,
+                        )  # fmt: skip
+                    self.swarms[info_hash] = p2
+                    self.changes += 1
+                    return MemoryView(
+                        addrs, meta, info_hash, peer_id, addr, t, slot, False, now, counts
+                    )
+        else:
             b, o = self._bucket(info_hash)
             if o >= 0:
+                bucket = self.buckets[b]
+                q = o + 20  # the swarm's packed form; its record (if any) at q + _HDR
+                if (
+                    bucket[q + t] == 1  # a record in table t: the same family and role
+                    and bucket.startswith(peer_id, q + _HDR)
+                    and bucket[q + _HDR + META_LEN : q + _HDR + META_LEN + len(addr)] == addr
+                    and not proto
+                ):
+                    # The peer alone in its swarm, as before: refreshed in place.
+                    held = hold and now - _U32.unpack_from(bucket, q + _HDR + _SEEN)[0] < hold
+                    if not held:
+                        bucket[q + _HDR + _SEEN : q + _HDR + META_LEN] = _SEEN_KEY.pack(
+                            now, key_hash
+                        )
+                        self.changes += 1
+                    addrs = [b"", b"", b"", b"", b"", b""]
+                    meta = [b"", b"", b"", b"", b"", b""]
+                    addrs[t] = addr
+                    meta[t] = bytes(bucket[q + _HDR : q + _HDR + META_LEN])
+                    dl = _U64.unpack_from(bucket, q + _DL)[0]
+                    counts = (0, 1, dl) if t & 1 else (1, 0, dl)
+                    if held:
+                        return OptionView(
+                            addrs, meta, info_hash, peer_id, addr, t, 0, False, now, counts,
+                            False, False, 0,
+                        )  # fmt: skip
+                    return MemoryView(
+                        addrs, meta, info_hash, peer_id, addr, t, 0, False, now, counts
+                    )
                 p = self._tiny_get(b, o)
             elif not create:
                 raise SwarmNotFound(info_hash)
             else:
                 p = _EMPTY_SWARM
                 created = True
-        else:
-            p = swarm  # type: ignore[assignment]
         p2, t, slot, counted, updated = packed_upsert(
             p, self.totals, peer_id, addr, f, seeder, key_hash, now, completed_event,
             hold, max_per_ip, proto,
@@ -1726,9 +1832,9 @@ class MemoryStore:
                 packed_counts(p), False, False, proto,
             )  # fmt: skip
         self.changes += 1
-        held = self._settle(info_hash, p2, b, o, swarm is not None)
-        if held.__class__ is Swarm:
-            addrs, meta = held.addrs, held.meta  # type: ignore[union-attr]
+        held_by = self._settle(info_hash, p2, b, o, swarm is not None)
+        if held_by.__class__ is Swarm:
+            addrs, meta = held_by.addrs, held_by.meta  # type: ignore[union-attr]
         else:
             addrs, meta = _packed_tables(p2, f)
         if proto or created:
@@ -1896,7 +2002,7 @@ class MemoryStore:
                 gone += 1
             dropped += 1
         if dropped:
-            self.buckets[b] = b"".join(keep)
+            self.buckets[b] = bytearray(b"".join(keep)) if keep else b""
             self.tiny -= dropped
             self.changes += 1
         return gone, len(bucket) // _SLOT
