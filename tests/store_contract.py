@@ -11,7 +11,7 @@ import random
 import pytest
 
 from johnlocke.errors import ClientError
-from johnlocke.store import SwarmNotFound
+from johnlocke.store import ADDR_LEN, IPV4, IPV6, WEBRTC, SwarmNotFound
 
 IH = b"\x11" * 20
 IH2 = b"\x22" * 20
@@ -37,10 +37,15 @@ def v6(n: int, port: int = 6881) -> bytes:
     return b"\x20\x01\x0d\xb8" + bytes(8) + n.to_bytes(4, "big") + port.to_bytes(2, "big")
 
 
+def rtc(n: int) -> bytes:
+    """A WebRTC endpoint id (8 opaque bytes chosen by the WebSocket frontend)."""
+    return b"\xee\x01" + n.to_bytes(6, "big")
+
+
 def addrs_of(view, seeders: bool, k: int = 10_000, seed: int = 1) -> list[bytes]:
     """The compact addresses a view hands out for one role, in order."""
     blob = view.compact(view.sample(seeders, k, random.Random(seed)))
-    w = 6 if view.family == 0 else 18
+    w = ADDR_LEN[view.family]
     return [blob[i : i + w] for i in range(0, len(blob), w)]
 
 
@@ -169,6 +174,237 @@ class StoreContract:
         view = await self.join(store, 2, seeder=True)
         assert addrs_of(view, False) == [v4(1)]
         assert await self.counts(store) == (1, 1, 0)
+
+    # --- dual-stack peers (BEP 7): one record per family --------------------------------------
+
+    @pytest.mark.parametrize("key", [0, 77])
+    async def test_a_peer_announces_from_both_families_with_or_without_key(self, store, key):
+        await self.join(store, 1, key=key)  # IPv4
+        view = await self.join(store, 1, key=key, addr=v6(1))  # the same peer_id over IPv6
+        assert view.family == IPV6 and view.addr == v6(1)
+        # One peer, two records: counted once, an address in each family.
+        assert (view.complete, view.incomplete) == (0, 1)
+        assert await self.counts(store) == (0, 1, 0)
+        assert await store.stats() == (1, 0, 1, 0, 1, 0, 0)
+        view4 = await self.join(store, 2)
+        assert addrs_of(view4, False) == [v4(1)]
+        assert (view4.complete, view4.incomplete) == (0, 2)
+        view6 = await self.join(store, 3, addr=v6(3))
+        assert addrs_of(view6, False) == [v6(1)]
+        # Announcing over IPv4 again hides it from neither family.
+        await self.join(store, 1, key=key)
+        view6 = await self.join(store, 3, addr=v6(3))
+        assert addrs_of(view6, False) == [v6(1)]
+        assert addrs_of(await self.join(store, 2), False) == [v4(1)]
+
+    async def test_the_key_rule_holds_within_a_family(self, store):
+        await self.join(store, 1, key=5)
+        await self.join(store, 1, addr=v6(1))  # a new family: no key asked for
+        with pytest.raises(ClientError, match="another address"):
+            await self.join(store, 1, addr=v4(99))  # another IPv4 address without the key
+        with pytest.raises(ClientError, match="another address"):
+            await self.join(store, 1, addr=v6(99))  # the IPv6 record was made without a key
+        await self.join(store, 1, key=5, addr=v4(99))  # with its key it moves
+        view = await self.join(store, 2)
+        assert addrs_of(view, False) == [v4(99)]
+        assert addrs_of(await self.join(store, 3, addr=v6(3)), False) == [v6(1)]
+        assert await self.counts(store) == (0, 3, 0)
+
+    async def test_the_role_is_the_peers_and_moves_every_record(self, store):
+        await self.join(store, 1)
+        await self.join(store, 1, addr=v6(1))
+        view = await self.join(store, 1, addr=v6(1), seeder=True)  # completes over IPv6
+        assert view.completed is True and view.seeder is True
+        assert (view.complete, view.incomplete, view.downloaded) == (1, 0, 1)
+        assert await store.stats() == (1, 1, 0, 1, 0, 0, 0)
+        view4 = await self.join(store, 2)
+        assert addrs_of(view4, True) == [v4(1)] and addrs_of(view4, False) == []
+        # The IPv4 record says seeder too now: its next announce (a seeder's) counts nothing.
+        view = await self.join(store, 1, seeder=True, completed=True)
+        assert view.completed is False
+        assert await self.counts(store) == (1, 1, 1)
+        # And back: a seeder that starts leeching again moves both records.
+        view = await self.join(store, 1)
+        assert view.completed is False
+        assert await store.stats() == (1, 0, 2, 0, 1, 0, 0)
+        assert addrs_of(await self.join(store, 3, addr=v6(3), seeder=True), False) == [v6(1)]
+        assert await self.counts(store) == (1, 2, 1)
+
+    async def test_a_new_family_takes_the_role_it_announces(self, store):
+        await self.join(store, 1)  # an IPv4 leecher
+        view = await self.join(store, 1, addr=v6(1), seeder=True)  # arrives seeding over IPv6
+        assert view.completed is True  # a known leecher finished: once
+        assert await store.stats() == (1, 1, 0, 1, 0, 0, 0)
+        # A known seeder in a new family with "completed" is no new download.
+        view = await self.join(store, 1, addr=rtc(1), seeder=True, completed=True)
+        assert view.completed is False
+        assert await self.counts(store) == (1, 0, 1)
+        # A known seeder that arrives leeching in a new family makes the peer a leecher.
+        await self.join(store, 2, seeder=True)
+        view = await self.join(store, 2, addr=v6(2))
+        assert await store.stats() == (1, 1, 1, 1, 1, 1, 0)
+        assert (view.complete, view.incomplete) == (1, 1)
+
+    async def test_completion_counts_once_per_peer(self, store):
+        for n in range(3):
+            await self.join(store, n)
+            await self.join(store, n, addr=v6(n))
+        for n in range(3):
+            await self.join(store, n, seeder=True, completed=True)
+            await self.join(store, n, seeder=True, completed=True, addr=v6(n))
+        assert await self.counts(store) == (3, 0, 3)
+
+    async def test_stop_in_one_family_keeps_the_peer(self, store):
+        await self.join(store, 1, key=9)
+        await self.join(store, 1, key=9, addr=v6(1))
+        with pytest.raises(ClientError):
+            await store.remove(IH, pid(1), v6(50), 0)  # another IPv6 address, no key
+        assert await store.remove(IH, pid(1), v6(1), 0) == (0, 1, 0)  # still counted
+        assert await store.stats() == (1, 0, 1, 0, 0, 0, 0)
+        assert addrs_of(await self.join(store, 2, addr=v6(2)), False) == []
+        assert addrs_of(await self.join(store, 3), False) == [v4(1)]
+        # A stop from a family it has no record in changes nothing.
+        assert await store.remove(IH, pid(1), rtc(1), 0) == (0, 3, 0)
+        assert await store.remove(IH, pid(1), v4(1), 0) == (0, 2, 0)  # now it is gone
+        assert addrs_of(await self.join(store, 3), False) == []
+
+    async def test_sweep_expires_each_record_by_its_own_last_seen(self, store, clock):
+        await self.join(store, 1)
+        await self.join(store, 1, addr=v6(1))
+        clock.t += 100
+        await self.join(store, 1)  # only the IPv4 record is fresh
+        assert await store.sweep(store.now() - 50) == 1
+        assert await self.counts(store) == (0, 1, 0)
+        assert await store.stats() == (1, 0, 1, 0, 0, 0, 0)
+        assert addrs_of(await self.join(store, 2, addr=v6(2)), False) == []
+        assert addrs_of(await self.join(store, 3), False) == [v4(1)]
+
+    async def test_hold_and_max_per_ip_apply_per_record(self, store, clock):
+        await self.join(store, 1)
+        clock.t += 5
+        # A new family's record is never held; the IPv4 record is.
+        view = await store.announce(IH, pid(1), v6(1), False, 0, False, hold=30)
+        assert view.updated is True
+        view = await store.announce(IH, pid(1), v4(1), True, 0, False, hold=30)
+        assert view.updated is False and view.seeder is False
+        # max_per_ip counts records per IP: the peer's IPv4 record is one.
+        with pytest.raises(ClientError, match="at most 1"):
+            await store.announce(IH, pid(2), v4(1, 7000), False, 0, False, max_per_ip=1)
+        await store.announce(IH, pid(1), rtc(1), False, 0, False, max_per_ip=1)
+        assert await store.stats() == (1, 0, 1, 0, 1, 0, 1)
+
+    async def test_views_hand_out_only_the_announcers_family_never_itself(self, store):
+        for n in range(10):
+            await self.join(store, n, seeder=n < 3)
+            await self.join(store, n, seeder=n < 3, addr=v6(n))
+        for n in range(10):
+            for addr in (v4(n), v6(n)):
+                view = await self.join(store, n, seeder=n < 3, addr=addr)
+                got = ids_of(view, True) + ids_of(view, False)
+                assert pid(n) not in got and len(got) == 9
+                assert {len(c.addr) for c in view.candidates(False, 50, random.Random(2))} == {
+                    len(addr)
+                }
+                assert (view.complete, view.incomplete) == (3, 7)
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    async def test_multi_family_churn_matches_a_model(self, store, clock, seed):
+        """Random announces, role changes, stops and sweeps of peers in up to three families,
+        through a swarm that grows big and shrinks small again, against a plain model."""
+        rng = random.Random(seed)
+        addr_of = (v4, v6, rtc)
+        records: dict[int, dict[int, int]] = {}  # peer -> family -> last seen
+        role: dict[int, bool] = {}  # peer -> seeder
+        downloaded = 0
+
+        async def check():
+            seeders = sum(1 for n in records if role[n])
+            assert await self.counts(store) == (seeders, len(records) - seeders, downloaded)
+            per_table = [0] * 6
+            for n, fams in records.items():
+                for f in fams:
+                    per_table[f << 1 | (not role[n])] += 1
+            assert await store.stats() == (1 if records else 0, *per_table)
+
+        for step in range(3000):
+            space = 250 if step < 1500 else 20  # grow big, then shrink to a few peers
+            n = rng.randrange(space)
+            f = rng.choice((0, 0, 0, 1, 1, 2))
+            op = rng.random()
+            if op < 0.7:
+                seeder = rng.random() < 0.3
+                completed = seeder and rng.random() < 0.2
+                known = n in records
+                if (known and not role[n] and seeder) or (not known and completed):
+                    downloaded += 1
+                await self.join(store, n, seeder=seeder, addr=addr_of[f](n), completed=completed)
+                records.setdefault(n, {})[f] = store.now()
+                role[n] = seeder
+            elif op < 0.97:
+                await store.remove(IH, pid(n), addr_of[f](n), 0)
+                if f in records.get(n, {}):
+                    del records[n][f]
+                    if not records[n]:
+                        del records[n]
+            else:
+                clock.t += 10
+                cutoff = store.now() - 25
+                for m in list(records):
+                    records[m] = {g: t for g, t in records[m].items() if t >= cutoff}
+                    if not records[m]:
+                        del records[m]
+                await store.sweep(cutoff)
+                if not records:
+                    downloaded = 0  # the swarm went with its last peer
+            if step % 50 == 0 or step > 2950:
+                await check()
+        # Every family's view hands out exactly that family's records, never the announcer's.
+        for f in range(3):
+            view = await self.join(store, 9999, addr=addr_of[f](9999))
+            got = ids_of(view, True) + ids_of(view, False)
+            assert sorted(got) == sorted(pid(m) for m, fams in records.items() if f in fams)
+
+    # --- WebRTC peers (family 2) ----------------------------------------------------------------
+
+    async def test_webrtc_peers_count_like_any_peer_and_stay_among_themselves(self, store):
+        await self.join(store, 1, addr=rtc(1), seeder=True)
+        await self.join(store, 2, addr=rtc(2))
+        await self.join(store, 3)
+        await self.join(store, 4, addr=v6(4))
+        assert await self.counts(store) == (1, 3, 0)
+        assert await store.stats() == (1, 0, 1, 0, 1, 1, 1)
+        view = await self.join(store, 5, addr=rtc(5))
+        assert view.family == WEBRTC and view.table == 5
+        assert addrs_of(view, True) == [rtc(1)] and addrs_of(view, False) == [rtc(2)]
+        assert view.count(True) == 1 and view.count(False) == 1
+        assert view.peer_list(view.sample(True, 5, random.Random(1))) == [(rtc(1), pid(1))]
+        # IPv4 and IPv6 announcers never get them.
+        view4 = await self.join(store, 6)
+        assert view4.family == IPV4 and addrs_of(view4, True) == []
+        assert addrs_of(view4, False) == [v4(3)]
+        view6 = await self.join(store, 7, addr=v6(7))
+        assert addrs_of(view6, True) == [] and addrs_of(view6, False) == [v6(4)]
+        # A completion counts, and a stop removes.
+        view = await self.join(store, 2, addr=rtc(2), seeder=True)
+        assert view.completed is True and view.downloaded == 1
+        assert await store.remove(IH, pid(1), rtc(1), 0) == (1, 5, 1)
+
+    async def test_webrtc_endpoint_ids_follow_the_key_rule(self, store):
+        await self.join(store, 1, addr=rtc(1), key=3)
+        with pytest.raises(ClientError, match="another address"):
+            await self.join(store, 1, addr=rtc(2))  # another connection, without the key
+        view = await self.join(store, 1, addr=rtc(2), key=3)  # with it: the peer moved
+        assert view.addr == rtc(2)
+        assert addrs_of(await self.join(store, 9, addr=rtc(9)), False) == [rtc(2)]
+        assert await self.counts(store) == (0, 2, 0)
+
+    @pytest.mark.parametrize("length", [0, 4, 7, 16, 17, 19, 20])
+    async def test_an_address_of_no_family_is_refused(self, store, length):
+        with pytest.raises(ValueError):
+            await store.announce(IH, pid(1), bytes(length), False, 0, False)
+        with pytest.raises(ValueError):
+            await store.remove(IH, pid(1), bytes(length), 0)
+        assert await store.stats() == (0, 0, 0, 0, 0, 0, 0)
 
     # --- what an announcer sees --------------------------------------------------------------
 
