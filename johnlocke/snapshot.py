@@ -8,10 +8,12 @@ every ``[state] snapshot_interval`` seconds, and ``stop`` (after the listeners a
 requests in flight answered) writes a final one, so a SIGTERM/SIGINT loses nothing. A crash
 (``kill -9``, power loss) loses what happened since the last snapshot: at most one interval.
 
-What is saved is exactly what a swarm is in the memory store: per swarm its ``downloaded`` count
-and its four tables (IPv4/IPv6 x seeders/leechers), each as the store's two columns, compact
-addresses and 28-byte records (peer_id, last_seen, key). Writing copies those columns nearly
-as they are, so a million peers fit in ~35 MB before compression. The format is versioned and
+What is saved is exactly what a swarm is in the memory store: per swarm its ``downloaded`` count and
+its four IPv4/IPv6 tables (IPv4/IPv6 x seeders/leechers), each as the store's two columns, compact
+addresses and 28-byte records (peer_id, last_seen, key). Writing copies those columns nearly as they
+are, so a million peers fit in ~35 MB before compression. A dual-stack peer has a record in each
+family's tables (the same peer_id, the same role). WebRTC records are not saved: their "address"
+names a WebSocket connection of this process, gone after a restart. The format is versioned and
 described below and in ``docs/snapshot-format.md``. Passkeys and access lists live in their own
 files and are not part of a snapshot.
 
@@ -45,11 +47,12 @@ a snapshot at all) is reported in one log line and moved aside to ``<path>.corru
 the tracker starts with no swarms. Loading is all or nothing: nothing from a bad file is kept.
 ``<path>.lock`` (an advisory ``flock``) keeps two trackers from sharing one snapshot path.
 
-File format, version 1 (all integers little-endian)::
+File format, version 2 (all integers little-endian; version 1 is the same layout, written
+before a peer_id could appear in both families, and is still read)::
 
     header   (32 bytes)
       magic       8 bytes   b"JLSNAP\\r\\n"
-      version     u32       1
+      version     u32       2
       flags       u32       0 (a reader refuses flags it does not know)
       wall_time   f64       Unix time at which store_now was read
       store_now   u32       the store's clock at that moment (seconds)
@@ -80,6 +83,8 @@ File format, version 1 (all integers little-endian)::
                   key (u32): low 30 bits the CRC-32 of the key the peer announced with,
                   folded to 30 bits (0: no key); top 2 bits the info-hashes of a hybrid
                   torrent it announced under (bit 30: v1, bit 31: v2)
+      a peer_id appears at most once per family (tables 0+1, tables 2+3), and in the same role
+      (seeder tables 0 and 2, or leecher tables 1 and 3) where it appears in both
 """
 
 from __future__ import annotations
@@ -107,7 +112,9 @@ from johnlocke.store.memory import DUMP_FIELDS, META_LEN, SwarmRecord
 log = logging.getLogger("johnlocke.snapshot")
 
 MAGIC = b"JLSNAP\r\n"
-VERSION = 1
+VERSION = 2
+# Versions this reader takes: 1 has the same layout, without dual-stack peers.
+READABLE = (1, 2)
 _HEADER = Struct("<8sIIdI")  # magic, version, flags, wall_time, store_now (+ crc32)
 _BLOCK = Struct("<4sIII")  # tag, swarms, raw_len, stored_len (+ crc32)
 _TRAILER = Struct("<4sQQ")  # tag, swarms, peers (+ crc32)
@@ -128,7 +135,12 @@ class SnapshotError(Exception):
 
 
 class Snapshottable(Protocol):
-    """What a store needs to offer for snapshots (``MemoryStore`` does)."""
+    """What a store needs to offer for snapshots (``MemoryStore`` does).
+
+    ``changes`` grows with every change to the store (any amount): a snapshot of a store whose
+    ``changes`` is what it was at the last snapshot written is skipped."""
+
+    changes: int
 
     def now(self) -> int: ...
 
@@ -143,6 +155,7 @@ class Written:
     peers: int
     size: int
     seconds: float
+    skipped: bool = False  # nothing had changed: the file on disk was kept as it was
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -197,7 +210,7 @@ class SnapshotReader:
         if not head.startswith(MAGIC):
             raise SnapshotError("not a johnlocke snapshot (bad magic)")
         magic, version, flags, wall_time, store_now = _HEADER.unpack_from(head)
-        if version != VERSION:
+        if version not in READABLE:
             if version > VERSION:
                 raise SnapshotError(
                     f"format version {version} is newer than this johnlocke reads ({VERSION})"
@@ -391,6 +404,8 @@ class SnapshotService:
         self._lock_fd: int | None = None
         self._failing = False
         self.last: Written | None = None  # the last snapshot written
+        # store.changes when the file on disk was made (written, or loaded): None if unknown.
+        self._saved_changes: int | None = None
 
     # --- Service -------------------------------------------------------------------------
 
@@ -406,6 +421,9 @@ class SnapshotService:
         except OSError:
             pass  # none there; or the directory is unusable, which the next lines report
         self.load()
+        # What exists now (modules, configuration, the restored swarms) lives as long as the
+        # process: out of the cyclic collector's sight, a full collection does not walk it.
+        gc.freeze()
         if not (self.path.parent.is_dir() and os.access(self.path.parent, os.W_OK)):
             log.warning(
                 "snapshots to %s will fail: %s is not a writable directory",
@@ -471,6 +489,7 @@ class SnapshotService:
             finally:
                 if collecting:
                     gc.enable()
+        self._saved_changes = self.store.changes  # the file holds this store (what did not expire)
         taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reader.wall_time))
         log.info(
             "restored %d swarms, %d peers from %s (taken %s, down %d s; %d peers expired"
@@ -486,6 +505,7 @@ class SnapshotService:
 
     def _set_aside(self, reason: str) -> None:
         assert self.path is not None
+        self._saved_changes = None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -506,8 +526,21 @@ class SnapshotService:
     # --- writing -------------------------------------------------------------------------
 
     async def snapshot(self, final: bool = False) -> Written | None:
-        """Write one snapshot now; log the outcome. None if it failed (the old one is kept)."""
+        """Write one snapshot now; log the outcome. None if it failed (the old one is kept).
+
+        Skipped (``Written.skipped``) when the store has not changed since the file on disk was
+        written or loaded: that file is current, and counts as just written for its age."""
         assert self.path is not None
+        changes = self.store.changes
+        if changes == self._saved_changes and self.path.exists():
+            log.debug(
+                "%s skipped: nothing changed since the last one",
+                "final snapshot" if final else "snapshot",
+            )
+            if self.on_written is not None:
+                self.on_written(self.wall_clock())
+            last = self.last or Written(0, 0, self.path.stat().st_size, 0.0)
+            return Written(last.swarms, last.peers, last.size, 0.0, skipped=True)
         try:
             written = await write_snapshot(self.store, self.path, self.wall_clock)
         except OSError as exc:
@@ -524,6 +557,7 @@ class SnapshotService:
         if self._failing:
             log.info("snapshots to %s work again", self.path)
             self._failing = False
+        self._saved_changes = changes  # what changed while it was written is not in it for sure
         self.last = written
         if self.on_written is not None:
             self.on_written(self.wall_clock())

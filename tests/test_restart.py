@@ -149,7 +149,7 @@ def test_future_version_is_set_aside_not_a_crash_loop(tmp_path):
     snap = tmp_path / "johnlocke.snapshot"
     snap.write_bytes(b"JLSNAP\r\n" + (7).to_bytes(4, "little") + bytes(100))
     with run_daemon(CONFIG, workdir=tmp_path) as d:
-        assert "format version 7 is newer than this johnlocke reads (1)" in d.log_text()
+        assert "format version 7 is newer than this johnlocke reads (2)" in d.log_text()
         announce(d, A, 1, 7001)
         port = d.port
     with run_daemon(CONFIG, workdir=tmp_path, port=port) as d:

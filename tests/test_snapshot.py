@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,57 @@ async def test_a_duplicated_peer_is_refused(tmp_path, caplog):
     assert "a peer_id appears twice" in caplog.text
 
 
+async def test_dual_stack_peers_round_trip_and_webrtc_peers_are_not_saved(tmp_path):
+    store = MemoryStore()
+    await store.announce(ih(1), pid(1), v4(1), False, 7, False)
+    await store.announce(ih(1), pid(1), v6(1), False, 7, False)
+    await store.announce(ih(1), pid(1), v4(1), True, 7, False)  # completes: both records move
+    await store.announce(ih(1), pid(2), b"\xee" * 8, False, 0, False)  # WebRTC
+    await store.announce(ih(2), pid(3), b"\xee" * 8, True, 0, False)  # WebRTC only
+    written = await write_snapshot(store, tmp_path / "snap.bin")
+    assert (written.swarms, written.peers) == (1, 2)  # two records of one peer
+    new = MemoryStore()
+    service(tmp_path, new).load()
+    assert held(new) == [ih(1)]
+    assert await new.scrape([ih(1)]) == [(ih(1), 1, 0, 1)]  # one peer, counted once
+    assert await new.stats() == (1, 1, 0, 1, 0, 0, 0)
+    # Still one peer: its IPv6 record needs no key, its IPv4 one does from elsewhere.
+    await new.announce(ih(1), pid(1), v6(1), True, 0, False)
+    with pytest.raises(ClientError):
+        await new.announce(ih(1), pid(1), v4(2), True, 0, False)
+    assert await new.scrape([ih(1)]) == [(ih(1), 1, 0, 1)]
+
+
+async def test_version_1_files_still_load(tmp_path):
+    old = await filled_store(swarms=4)
+    path = tmp_path / "snap.bin"
+    await write_snapshot(old, path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (1).to_bytes(4, "little")
+    data[28:32] = zlib.crc32(data[:28]).to_bytes(4, "little")
+    path.write_bytes(data)
+    new = MemoryStore()
+    service(tmp_path, new).load()
+    assert columns(new) == columns(old)
+
+
+async def test_a_peer_in_both_roles_is_refused(tmp_path, caplog):
+    store = MemoryStore()
+    await store.announce(ih(1), pid(1), v4(1), True, 0, False)
+    await store.announce(ih(1), pid(2), v6(2), False, 0, False)
+    batch = next(store.dump())
+    batch[9] = batch[3]  # the IPv4 seeder's record again, among the IPv6 leechers
+    batch[8] = v6(1)
+    path = tmp_path / "snap.bin"
+    block, peers = encode_block(batch)
+    path.write_bytes(encode_header(time.time(), 0) + block + encode_trailer(1, peers))
+    new = MemoryStore()
+    with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
+        service(tmp_path, new).load()
+    assert held(new) == []
+    assert "both a seeder and a leecher" in caplog.text
+
+
 async def test_a_wildly_old_snapshot_expires_everyone_without_overflow(tmp_path):
     old = await filled_store(swarms=3)
     await write_snapshot(old, tmp_path / "snap.bin", wall_clock=lambda: 0.0)  # "1970"
@@ -343,7 +395,7 @@ async def test_flipped_bits_anywhere_are_set_aside(tmp_path, good, caplog):
         (b"hello, this is not a snapshot at all" * 3, "bad magic"),
         (os.urandom(5000), "bad magic"),
         (encode_header(time.time(), 5), "truncated"),  # a header and nothing else
-        (MAGIC + (2).to_bytes(4, "little") + bytes(40), "version 2 is newer"),
+        (MAGIC + (3).to_bytes(4, "little") + bytes(40), "version 3 is newer"),
         (MAGIC + (0).to_bytes(4, "little") + bytes(40), "unknown format version 0"),
     ],
 )
@@ -462,6 +514,36 @@ async def test_full_disk_keeps_the_previous_snapshot_and_retries(tiny_tmpfs, cap
 
 
 # --- the service ----------------------------------------------------------------------------
+
+
+async def test_an_unchanged_store_is_not_written_again(tmp_path):
+    store = await filled_store(swarms=3)
+    svc = service(tmp_path, store)
+    path = tmp_path / "snap.bin"
+    ages = []
+    svc.on_written = ages.append
+    first = await svc.snapshot()
+    assert first is not None and not first.skipped
+    made = path.stat()
+    await store.scrape([ih(0)])  # reading changes nothing
+    again = await svc.snapshot()
+    assert again is not None and again.skipped and (again.swarms, again.peers) == (3, first.peers)
+    assert path.stat().st_ino == made.st_ino and path.stat().st_mtime_ns == made.st_mtime_ns
+    assert len(ages) == 2  # the file is current: its age starts again
+    await store.announce(ih(0), pid(1), V4, False, 0, False)  # a change: written again
+    third = await svc.snapshot()
+    assert third is not None and not third.skipped
+    assert path.stat().st_ino != made.st_ino
+    # Loaded at start and unchanged since: the file is already what the store holds.
+    new = MemoryStore()
+    svc2 = service(tmp_path, new)
+    await svc2.start()
+    assert (await svc2.snapshot()).skipped
+    path.unlink()  # ... unless it is gone
+    assert not (await svc2.snapshot()).skipped
+    await svc2.stop()
+    assert columns(new) == columns(store)
+
 
 
 async def test_service_writes_periodically_and_at_stop(tmp_path):
