@@ -545,7 +545,6 @@ async def test_an_unchanged_store_is_not_written_again(tmp_path):
     assert columns(new) == columns(store)
 
 
-
 async def test_service_writes_periodically_and_at_stop(tmp_path):
     store = MemoryStore()
     svc = service(tmp_path, store, snapshot_interval=1)
