@@ -1,8 +1,13 @@
-"""Memory benchmark: RSS per peer with 100k peers in one swarm and 1M peers in 100,000 swarms.
+"""Memory benchmark: RSS per peer in three shapes, and RSS after a flood of swarms expired.
 
     python benchmarks/memory.py                 # JohnLocke, opentracker, bittorrent-tracker
     python benchmarks/memory.py --quick         # 10x fewer peers
-    python benchmarks/memory.py --servers johnlocke --cases 1m
+    python benchmarks/memory.py --servers johnlocke --cases 1m,1m-swarms,expiry
+
+Cases: ``100k`` (100,000 peers in one swarm), ``1m`` (1M peers in 100,000 swarms of 10),
+``1m-swarms`` (1M peers in 1M swarms of one: a public tracker's long tail, where per-swarm cost
+is everything), and ``expiry`` (JohnLocke only: ``--flood-rounds`` floods of 200,000 one-peer
+swarms, each left to expire before the next: RSS at the start, full, and after each expiry).
 
 Each (server, case) gets a fresh server process pinned to core 1. Peers are announced over HTTP
 (event=started, libtorrent-style, distinct binary peer_ids) from 127.0.0.x through many
@@ -20,6 +25,7 @@ import random
 import shutil
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,10 +37,21 @@ CASES = {
     # name: (swarms, peers per swarm)
     "100k": (1, 100_000),
     "1m": (100_000, 10),
+    "1m-swarms": (1_000_000, 1),
+    "expiry": (200_000, 1),  # per flood round
 }
-QUICK_CASES = {"100k": (1, 10_000), "1m": (10_000, 10)}
-TARGET_BYTES_PER_PEER = 128
+QUICK_CASES = {
+    "100k": (1, 10_000),
+    "1m": (10_000, 10),
+    "1m-swarms": (100_000, 1),
+    "expiry": (20_000, 1),
+}
+# Bytes per peer of RSS growth, per case (issues 10 and 12).
+TARGET_BYTES_PER_PEER = {"100k": 128, "1m": 100, "1m-swarms": 200}
 TARGET_TOTAL_MIB = 200
+# After a flood expired, RSS should be back near where it started: within this much of it.
+TARGET_EXPIRY_MIB = 15
+FLOOD_TIMEOUT = 46  # peer_timeout of the expiry case: longer than one flood takes to announce
 PEERS_PER_IP = 50_000  # for trackers that key peers by ip:port, ports 10000..59999 per IP
 
 
@@ -71,7 +88,7 @@ def fill_phases(per_swarm: int, by_addr: bool) -> list[tuple[int, int, str, int]
     """(j_lo, j_hi, source IP, pipeline depth): the first peer of every swarm alone (so each
     swarm exists before it gets concurrent announces), then the rest, 50,000 peers per source
     IP for trackers that key peers by ip:port."""
-    phases = [(0, 1, HOST_IPS[0], 1)]
+    phases = [(0, 1, HOST_IPS[0], 16 if per_swarm == 1 else 1)]
     j = 1
     while j < per_swarm:
         if by_addr:
@@ -96,7 +113,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="RSS per peer of JohnLocke and reference trackers.")
     p.add_argument("--quick", action="store_true", help="10x fewer peers (a smoke test)")
     p.add_argument("--servers", default=",".join(ALL_SERVERS), help=", ".join(ALL_SERVERS))
-    p.add_argument("--cases", default=",".join(CASES), help="100k (1 swarm), 1m (100,000 swarms)")
+    p.add_argument("--cases", default=",".join(CASES), help=", ".join(CASES))
+    p.add_argument("--flood-rounds", type=int, default=4, help="floods in the expiry case")
     p.add_argument("--numwant", type=int, default=50, help="numwant of the fill announces")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--fill-timeout", type=float, default=420.0, help="seconds per fill at most")
@@ -120,11 +138,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_server(
-    name: str, workdir: Path, swarms: int, install: bool
+    name: str, workdir: Path, swarms: int, install: bool, extra_toml: str = ""
 ) -> tuple[bl.Server | None, str]:
     core = bl.TRACKER_CORE if bl.cores_ok() else None
     if name == "johnlocke":
-        return bl.johnlocke_server(name, workdir, "asyncio", core), ""
+        return bl.johnlocke_server(name, workdir, "asyncio", core, extra_toml), ""
     if name == "opentracker":
         if bl.ensure_command("opentracker", "opentracker", install) is None:
             return None, "opentracker is not installed and could not be (apt-get)"
@@ -254,6 +272,97 @@ def measure(srv: bl.Server, swarms: int, per_swarm: int, args: argparse.Namespac
     return out
 
 
+def fill(srv: bl.Server, paths: FillPaths, source_ip: str, depth: int, timeout: float) -> int:
+    """Send every announce of ``paths``; return how many were good answers."""
+    bad: list[int] = []
+
+    def on_answer(i: int, status: int, body: bytes) -> None:
+        if status != 200 or body[:1] != b"d" or b"failure reason" in body:
+            bad.append(i)
+
+    st = bl.run_async(
+        bl.fetch_all(
+            srv.port,
+            paths,
+            on_answer,
+            connections=64,
+            depth=depth,
+            keepalive=srv.keepalive,
+            source_ip=source_ip,
+            timeout=timeout,
+        )
+    )
+    return st.answered - len(bad)
+
+
+def held_peers(srv: bl.Server) -> tuple[int, int]:
+    """(swarms, peers) the daemon reports in /stats."""
+    with urllib.request.urlopen(f"http://{bl.HOST}:{srv.port}/stats", timeout=30) as r:
+        doc = json.loads(r.read())
+    return doc["swarms"], doc["peers"]
+
+
+def measure_expiry(srv: bl.Server, swarms: int, rounds: int) -> dict:
+    """Floods of one-peer swarms, each expired before the next: RSS per round."""
+    time.sleep(1.0)
+    out: dict = {"swarms": swarms, "peers": swarms, "rss_start_kib": srv.rss_kib(), "rounds": []}
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        good = fill(srv, FloodPaths(swarms, r), HOST_IPS[0], 16, 300)
+        fill_s = time.perf_counter() - t0
+        full = srv.rss_kib()
+        held = held_peers(srv)
+        deadline = time.monotonic() + FLOOD_TIMEOUT + 120
+        while time.monotonic() < deadline and held_peers(srv) != (0, 0):
+            time.sleep(1.0)
+        time.sleep(3.0)  # the sweep after the last removal gives memory back
+        left = held_peers(srv)
+        row = {
+            "round": r,
+            "answered": good,
+            "fill_s": round(fill_s, 1),
+            "held_when_full": held,
+            "rss_full_kib": full,
+            "rss_after_kib": srv.rss_kib(),
+            "left": left,
+        }
+        out["rounds"].append(row)
+        print(
+            f"    flood {r + 1}: {good} swarms in {fill_s:.0f} s, RSS full "
+            f"{bl.fmt_bytes_kib(full)} MiB, after expiry {bl.fmt_bytes_kib(row['rss_after_kib'])} "
+            f"MiB (left: {left[0]} swarms, {left[1]} peers)",
+            flush=True,
+        )
+        if fill_s > FLOOD_TIMEOUT * 0.8:
+            out["fill_error"] = f"a flood took {fill_s:.0f} s, near peer_timeout {FLOOD_TIMEOUT} s"
+    last = out["rounds"][-1]
+    out["held_ok"] = "fill_error" not in out and all(
+        x["answered"] == swarms and x["held_when_full"] == (swarms, swarms) and x["left"] == (0, 0)
+        for x in out["rounds"]
+    )
+    out["rss_after_kib"] = last["rss_after_kib"]
+    out["hwm_kib"] = srv.hwm_kib()
+    out["back_mib"] = (last["rss_after_kib"] - out["rss_start_kib"]) / 1024
+    return out
+
+
+class FloodPaths:
+    """Started announces of one peer each in ``swarms`` new swarms, distinct per round."""
+
+    def __init__(self, swarms: int, rnd: int) -> None:
+        self.swarms = swarms
+        self.offset = (rnd + 1) * 10_000_000
+
+    def __len__(self) -> int:
+        return self.swarms
+
+    def __getitem__(self, i: int) -> str:
+        s = self.offset + i
+        pid = b"-LT2110-" + hashlib.blake2b(b"flood %d" % s, digest_size=12).digest()
+        peer = bl.Peer(pid, 10000 + s % 50000, f"{s & 0xFFFFFFFF:08X}", 1000)
+        return peer.query(bl.lt_quote(info_hash(s)), "started", 50)
+
+
 def main() -> int:
     args = parse_args()
     t_start = time.monotonic()
@@ -271,6 +380,8 @@ def main() -> int:
             for case in args.cases:
                 swarms, per_swarm = cases[case]
                 for name in args.servers:
+                    if case == "expiry" and name != "johnlocke":
+                        continue  # a JohnLocke regression check, not a comparison
                     row = {
                         "server": name,
                         "case": case,
@@ -278,7 +389,14 @@ def main() -> int:
                         "peers": swarms * per_swarm,
                     }
                     results.append(row)
-                    srv, why = make_server(name, workdir, swarms, not args.no_install)
+                    extra = ""
+                    if case == "expiry":
+                        # Peers expire FLOOD_TIMEOUT s after they announced; sweeps every 2 s.
+                        extra = (
+                            f"[announce]\ninterval = {FLOOD_TIMEOUT - 1}\nmin_interval = 1\n"
+                            f"peer_timeout = {FLOOD_TIMEOUT}\nsweep_interval = 2\n"
+                        )
+                    srv, why = make_server(name, workdir / case, swarms, not args.no_install, extra)
                     if srv is None:
                         row["skipped"] = why
                         print(f"  {name:<20} {case}: SKIPPED ({why})")
@@ -294,10 +412,14 @@ def main() -> int:
                         flush=True,
                     )
                     try:
-                        row.update(measure(srv, swarms, per_swarm, args))
+                        if case == "expiry":
+                            row.update(measure_expiry(srv, swarms, args.flood_rounds))
+                        else:
+                            row.update(measure(srv, swarms, per_swarm, args))
                     finally:
                         procs.stop(srv.proc)
-                    print(f"    {summary_line(row)}")
+                    if case != "expiry":
+                        print(f"    {summary_line(row)}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -305,27 +427,53 @@ def main() -> int:
     print("MEMORY (RSS = VmRSS, peak = VmHWM; bytes/peer = (RSS after - RSS before) / peers)")
     print("=" * 100)
     head = (
-        f"{'server':<20} {'case':<5} {'swarms':>7} {'peers':>9} {'RSS before':>11} "
+        f"{'server':<20} {'case':<9} {'swarms':>8} {'peers':>9} {'RSS before':>11} "
         f"{'RSS after':>10} {'peak':>9} {'bytes/peer':>10} {'fill s':>7} {'fill/s':>7}  held"
     )
     print(head)
     print("-" * len(head))
     for r in results:
-        print(table_line(r))
+        if r["case"] != "expiry":
+            print(table_line(r))
     print()
+    for r in results:
+        if r["case"] == "expiry" and r.get("rounds"):
+            print(
+                f"EXPIRY: {len(r['rounds'])} floods of {r['swarms']} one-peer swarms, each left "
+                f"to expire (peer_timeout {FLOOD_TIMEOUT} s); RSS in MiB"
+            )
+            rounds = ", ".join(
+                f"{bl.fmt_bytes_kib(x['rss_full_kib'])} / {bl.fmt_bytes_kib(x['rss_after_kib'])}"
+                for x in r["rounds"]
+            )
+            print(f"  start {bl.fmt_bytes_kib(r['rss_start_kib'])}; full / after expiry: {rounds}")
+            if not r.get("held_ok"):
+                print(f"  NOT all held and expired: {r.get('fill_error') or r['rounds']}")
+            print()
     if any(r.get("bytes_per_peer_partial") for r in results):
         print("* partial fill (time limit): RSS growth divided by the peers it holds\n")
     print("TARGETS (JohnLocke)")
     verdicts = []
     for r in results:
+        if r["server"] == "johnlocke" and r["case"] == "expiry" and "back_mib" in r:
+            verdicts.append(
+                {
+                    "label": "expiry: RSS above start",
+                    "value": r["back_mib"],
+                    "target": TARGET_EXPIRY_MIB,
+                    "met": bool(r["back_mib"] <= TARGET_EXPIRY_MIB and r.get("held_ok")),
+                }
+            )
+            continue
         if r["server"] != "johnlocke" or r.get("bytes_per_peer") is None:
             continue
-        ok = r["bytes_per_peer"] <= TARGET_BYTES_PER_PEER and r.get("held_ok")
+        target = TARGET_BYTES_PER_PEER[r["case"]]
+        ok = r["bytes_per_peer"] <= target and r.get("held_ok")
         verdicts.append(
             {
                 "label": f"{r['case']}: bytes per peer",
                 "value": r["bytes_per_peer"],
-                "target": TARGET_BYTES_PER_PEER,
+                "target": target,
                 "met": bool(ok),
             }
         )
@@ -342,7 +490,7 @@ def main() -> int:
     for v in verdicts:
         unit = " MiB" if "RSS" in v["label"] else " B"
         print(
-            f"  {v['label']:<28} {v['value']:>8.1f}{unit}  (target <= {v['target']}{unit})  "
+            f"  {v['label']:<32} {v['value']:>8.1f}{unit}  (target <= {v['target']}{unit})  "
             f"{'MET' if v['met'] else 'NOT MET'}"
         )
     if args.quick:
@@ -396,7 +544,7 @@ def held_text(r: dict) -> str:
 
 
 def table_line(r: dict) -> str:
-    lead = f"{r['server']:<20} {r['case']:<5} {r['swarms']:>7} {r['peers']:>9}"
+    lead = f"{r['server']:<20} {r['case']:<9} {r['swarms']:>8} {r['peers']:>9}"
     if r.get("skipped"):
         return f"{lead}  skipped: {r['skipped'].splitlines()[0]}"
     bpp = r.get("bytes_per_peer")
