@@ -128,18 +128,15 @@ _MIN_INDEX = 32
 _SEG_TARGET = 1024  # records per index segment on average
 
 # --- slices of work -------------------------------------------------------------------------
-# Work per sweep slice, in records examined (~0.2 us each; a removal counts _REMOVAL_COST more):
-# a slice holds the event loop for a few ms.
-_SWEEP_SLICE = 20_000
-_SWEEP_STEP = 1_000  # slots per expire() call
-_REMOVAL_COST = 12  # a removal costs about as much as examining this many records
-_SWARM_COST = 8  # visiting a packed swarm or a bucket slot
+_SLICE = 0.004  # seconds a sweep holds the event loop at most between yields (give or take a step)
+_SWEEP_STEP = 256  # slots per expire() call: ~4 ms if every one of them expires
 # Peers per run when sampling: long enough that slicing is cheap, short enough that peers
 # handed out together vary from answer to answer.
 _RUN = 8
 # Swarms ranked or scraped per slice of top_swarms and scrape_all: a few ms per slice.
 _TOP_SLICE = 20_000
-# A sweep that forgot at least this many records gives memory back (dict shrink, malloc_trim).
+# Once sweeps have forgotten this many records since the last time, heap pages go back to the
+# system (malloc_trim: a few ms).
 _TRIM_AFTER = 20_000
 
 
@@ -693,7 +690,7 @@ def _forget_record(p: bytes, totals: list[int], r: int) -> bytes:
     m = _HDR + META_LEN * r
     peer_id = p[m : m + 20]
     p, t, _, _ = _cut(p, totals, r)
-    if _find_all(p, peer_id):
+    if (p[_XS] or p[_XS + 1]) and _find_all(p, peer_id):  # only where a peer has two records
         p = _with_extras(p, t & 1, -1)
     return p
 
@@ -721,10 +718,24 @@ def packed_expire(p: bytes, totals: list[int], cutoff: int) -> tuple[bytes, int]
     seen = _seen_column(p[_HDR : _HDR + META_LEN * packed_records(p)])
     if not seen or min(seen) >= cutoff:
         return p, 0
-    gone = [r for r in range(len(seen)) if seen[r] < cutoff]
-    for r in reversed(gone):
-        p = _forget_record(p, totals, r)
-    return p, len(gone)
+    # One pass: the records kept, table by table, in one new swarm.
+    addrs, meta = packed_columns(p)
+    r = 0
+    gone = 0
+    for t in range(TABLES):
+        w = _W[t]
+        col_a = addrs[t]
+        col_m = meta[t]
+        n = len(col_m) // META_LEN
+        keep = [s for s in range(n) if seen[r + s] >= cutoff]
+        r += n
+        if len(keep) < n:
+            totals[t] -= n - len(keep)
+            gone += n - len(keep)
+            meta[t] = b"".join([col_m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
+            addrs[t] = b"".join([col_a[s * w : (s + 1) * w] for s in keep])
+    xs, xl = _extras(meta) if p[_XS] or p[_XS + 1] else (0, 0)
+    return pack(_U64.unpack_from(p, _DL)[0], addrs, meta, xs, xl), gone
 
 
 def packed_columns(p: bytes, tables: int = TABLES) -> tuple[list[bytes], list[bytes]]:
@@ -1100,7 +1111,8 @@ class Swarm:
         self.used -= 1
         self.segs[b][pos] = _DELETED
         self._cut(t, slot)
-        if self._entries(peer_id):  # the peer stays, with a record in another family
+        # The peer stays if it has a record in another family (only possible with extras).
+        if (self.xs or self.xl) and self._entries(peer_id):
             if t & 1:
                 self.xl -= 1
             else:
@@ -1440,6 +1452,7 @@ class MemoryStore:
         self.changes = 0
         self._frozen = 0  # iterations between slices: no split, merge or dict shrink meanwhile
         self._dict_peak = 0  # the most swarms the dict held since it was last rebuilt
+        self._freed = 0  # records swept since the last malloc_trim
         self._clock = clock
         self._epoch = clock()
 
@@ -1925,12 +1938,12 @@ class MemoryStore:
         return True
 
     async def sweep(self, cutoff: int) -> int:
-        # Work is counted in records examined, a removal weighing _REMOVAL_COST more (it
-        # probes and moves a record); each expire() call looks at no more than _SWEEP_STEP
-        # slots, so the loop is never held for much longer than one slice's worth.
+        # Sliced by time: after every bounded step (a Swarm's _SWEEP_STEP slots, a packed
+        # swarm, a bucket) the clock is read, and the loop gets control once _SLICE has passed.
         removed = 0
-        work = 0
         totals = self.totals
+        clock = time.perf_counter
+        due = clock() + _SLICE
         self._frozen += 1
         try:
             for ih in list(self.swarms):
@@ -1942,13 +1955,11 @@ class MemoryStore:
                         hi = swarm.size(t)
                         while hi > 0:
                             step = min(hi, _SWEEP_STEP)
-                            gone = swarm.expire(t, cutoff, hi, step)
-                            removed += gone
+                            removed += swarm.expire(t, cutoff, hi, step)
                             hi -= step
-                            work += step + gone * _REMOVAL_COST
-                            if work >= _SWEEP_SLICE:
+                            if clock() >= due:
                                 await asyncio.sleep(0)
-                                work = 0
+                                due = clock() + _SLICE
                     # The swarm may have been dropped or refilled while we yielded.
                     if self.swarms.get(ih) is swarm:
                         if swarm.used == 0:
@@ -1957,7 +1968,6 @@ class MemoryStore:
                             self._unbig(ih, swarm)
                 else:
                     p, gone = packed_expire(swarm, totals, cutoff)
-                    work += _SWARM_COST + packed_records(swarm) + gone * _REMOVAL_COST
                     if gone:
                         removed += gone
                         self.changes += 1
@@ -1968,24 +1978,22 @@ class MemoryStore:
                     elif not packed_records(p):
                         del self.swarms[ih]  # emptied by a stop: now it goes, with its count
                         self.changes += 1
-                if work >= _SWEEP_SLICE:
+                if clock() >= due:
                     await asyncio.sleep(0)
-                    work = 0
+                    due = clock() + _SLICE
             for b in range(len(self.buckets)):
-                gone, examined = self._sweep_bucket(b, cutoff)
-                removed += gone
-                work += examined * _SWARM_COST + gone * _REMOVAL_COST
-                if work >= _SWEEP_SLICE:
+                removed += self._sweep_bucket(b, cutoff)
+                if clock() >= due:
                     await asyncio.sleep(0)
-                    work = 0
+                    due = clock() + _SLICE
         finally:
             self._frozen -= 1
         await self._give_back(removed)
         return removed
 
-    def _sweep_bucket(self, b: int, cutoff: int) -> tuple[int, int]:
+    def _sweep_bucket(self, b: int, cutoff: int) -> int:
         """Expire bucket b's swarms (each of at most one record); drop those left empty.
-        Returns (records removed, slots examined)."""
+        Returns how many records went."""
         bucket = self.buckets[b]
         keep = []
         gone = 0
@@ -2005,7 +2013,7 @@ class MemoryStore:
             self.buckets[b] = bytearray(b"".join(keep)) if keep else b""
             self.tiny -= dropped
             self.changes += 1
-        return gone, len(bucket) // _SLOT
+        return gone
 
     async def _give_back(self, removed: int) -> None:
         """After a sweep: merge buckets down to the load again, shrink the dict if it is mostly
@@ -2026,7 +2034,9 @@ class MemoryStore:
             # (~50 ns a swarm).
             self.swarms = dict(self.swarms)
             self._dict_peak = live
-        if removed >= _TRIM_AFTER and _TRIM is not None:
+        self._freed += removed
+        if self._freed >= _TRIM_AFTER and _TRIM is not None:
+            self._freed = 0
             _TRIM(0)
 
     async def stats(self) -> StoreStats:
