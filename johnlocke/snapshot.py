@@ -128,6 +128,7 @@ _U64_MAX = 2**64 - 1
 # claim is corruption, refused before anything is allocated for it.
 _MAX_BLOCK = 1 << 30
 _ZLIB_LEVEL = 1  # ~3x faster than the default level, for most of its saving on this data
+_PIECE = 1 << 20  # bytes of payload compressed at a time
 
 
 class SnapshotError(Exception):
@@ -168,21 +169,53 @@ def encode_header(wall_time: float, store_now: int) -> bytes:
 
 def encode_block(batch: list[bytes | int]) -> tuple[bytes, int]:
     """One block (header and zlib stream) for a ``MemoryStore.dump`` batch; and its peer count."""
-    parts = []
+    parts, peers = encode_block_parts(batch)
+    return b"".join(parts), peers
+
+
+def encode_block_parts(batch: list[bytes | int]) -> tuple[list[bytes], int]:
+    """``encode_block`` as pieces to write one after the other, and the peer count.
+
+    Runs in the writer thread: the payload is compressed a piece of about ``_PIECE`` bytes at a
+    time (zlib lets the event loop run while it works) and never joined whole, since joining a
+    huge swarm's columns (tens of MB) would hold the interpreter lock for tens of ms."""
+    z = zlib.compressobj(_ZLIB_LEVEL)
+    stored: list[bytes] = []
+    pending: list[bytes | int] = []
+    pending_len = 0
+    raw_len = 0
     peers = 0
     pack = _SWARM.pack
     for i in range(0, len(batch), DUMP_FIELDS):
-        n0 = len(batch[i + 3]) // META_LEN  # type: ignore[arg-type]
-        n1 = len(batch[i + 5]) // META_LEN  # type: ignore[arg-type]
-        n2 = len(batch[i + 7]) // META_LEN  # type: ignore[arg-type]
-        n3 = len(batch[i + 9]) // META_LEN  # type: ignore[arg-type]
+        cols = batch[i + 2 : i + DUMP_FIELDS]
+        n0 = len(cols[1]) // META_LEN  # type: ignore[arg-type]
+        n1 = len(cols[3]) // META_LEN  # type: ignore[arg-type]
+        n2 = len(cols[5]) // META_LEN  # type: ignore[arg-type]
+        n3 = len(cols[7]) // META_LEN  # type: ignore[arg-type]
         peers += n0 + n1 + n2 + n3
-        parts.append(pack(batch[i], min(batch[i + 1], _U64_MAX), n0, n1, n2, n3))  # type: ignore[call-overload]
-        parts += batch[i + 2 : i + DUMP_FIELDS]
-    raw = b"".join(parts)  # type: ignore[arg-type]
-    stored = zlib.compress(raw, _ZLIB_LEVEL)
-    head = _BLOCK.pack(_BLOCK_TAG, len(batch) // DUMP_FIELDS, len(raw), len(stored))
-    return b"".join((head, _U32.pack(zlib.crc32(stored, zlib.crc32(head))), stored)), peers
+        head = pack(batch[i], min(batch[i + 1], _U64_MAX), n0, n1, n2, n3)  # type: ignore[call-overload]
+        size = _SWARM.size + sum(len(c) for c in cols)  # type: ignore[arg-type]
+        raw_len += size
+        pending.append(head)
+        if size < _PIECE:
+            pending += cols
+            pending_len += size
+            if pending_len < _PIECE:
+                continue
+            cols = []
+        stored.append(z.compress(b"".join(pending)))  # type: ignore[arg-type]
+        pending = []
+        pending_len = 0
+        for col in cols:  # a big swarm: its columns one by one
+            stored.append(z.compress(col))  # type: ignore[arg-type]
+    if pending:
+        stored.append(z.compress(b"".join(pending)))  # type: ignore[arg-type]
+    stored.append(z.flush())
+    head = _BLOCK.pack(_BLOCK_TAG, len(batch) // DUMP_FIELDS, raw_len, sum(map(len, stored)))
+    crc = zlib.crc32(head)
+    for chunk in stored:
+        crc = zlib.crc32(chunk, crc)
+    return [head + _U32.pack(crc), *stored], peers
 
 
 def encode_trailer(swarms: int, peers: int) -> bytes:
@@ -309,8 +342,8 @@ def _create(tmp: Path) -> BinaryIO:
 
 
 def _write_block(f: BinaryIO, batch: list[bytes | int]) -> int:
-    block, peers = encode_block(batch)
-    f.write(block)
+    parts, peers = encode_block_parts(batch)
+    f.writelines(parts)
     return peers
 
 
@@ -359,6 +392,9 @@ async def write_snapshot(
         await asyncio.to_thread(f.write, header)
         swarms = peers = 0
         for batch in store.dump():  # each next() copies one batch on the loop
+            if not batch:  # a breather while the store prepares a huge swarm's copy
+                await asyncio.sleep(0)
+                continue
             peers += await asyncio.to_thread(_write_block, f, batch)
             swarms += len(batch) // DUMP_FIELDS
         size = await asyncio.to_thread(_finish, f, tmp, path, encode_trailer(swarms, peers))
