@@ -107,7 +107,7 @@ _BIG_ENDIAN = sys.byteorder == "big"
 _W = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1], ADDR_LEN[2], ADDR_LEN[2])  # per table
 _IP_LEN = (4, 16, 8)  # per family: the part of the address the key rule and per-IP limits see
 # The family of an address, by its length (-1: no family).
-_FAMILY = tuple({6: 0, 18: 1, 8: 2}.get(n, -1) for n in range(19))
+_FAMILY = {6: 0, 18: 1, 8: 2}
 
 # --- packed swarms --------------------------------------------------------------------------
 _HDR = 16  # counts (6 x u8), xs, xl, downloaded (u64)
@@ -835,6 +835,8 @@ class Swarm:
         "used",
         "xs",
         "xl",
+        "seeds",
+        "leeches",
         "downloaded",
         "totals",
         "ipc",
@@ -855,6 +857,8 @@ class Swarm:
         self.used = 0
         self.xs = 0  # records beyond each peer's first, among seeders and leechers
         self.xl = 0
+        self.seeds = 0  # records in the seeder tables, and in the leecher tables
+        self.leeches = 0
         self.downloaded = 0
         self.ipc: IpCounts | None = None  # built on first use by max_per_ip
 
@@ -862,12 +866,7 @@ class Swarm:
         return len(self.meta[table]) // META_LEN
 
     def counts(self) -> tuple[int, int, int]:
-        m = self.meta
-        return (
-            (len(m[0]) + len(m[2]) + len(m[4])) // META_LEN - self.xs,
-            (len(m[1]) + len(m[3]) + len(m[5])) // META_LEN - self.xl,
-            self.downloaded,
-        )
+        return self.seeds - self.xs, self.leeches - self.xl, self.downloaded
 
     def peers(self) -> int:
         return self.used - self.xs - self.xl
@@ -1032,6 +1031,10 @@ class Swarm:
                 swarm.addrs[t] = bytearray(a)
                 swarm.meta[t] = bytearray(m)
                 totals[t] += n
+                if t & 1:
+                    swarm.leeches += n
+                else:
+                    swarm.seeds += n
                 entries += [s << 3 | t for s in range(n)]
         swarm.used = len(entries)
         # As many segments as the records call for, each sized for its share.
@@ -1063,6 +1066,10 @@ class Swarm:
 
     def _append(self, t: int, addr: bytes, meta: bytes) -> int:
         self.totals[t] += 1
+        if t & 1:
+            self.leeches += 1
+        else:
+            self.seeds += 1
         col = self.meta[t]
         if not col:
             self.addrs[t] = bytearray(addr)
@@ -1075,6 +1082,10 @@ class Swarm:
     def _cut(self, t: int, slot: int) -> None:
         """Remove a record by moving the table's last one into its slot (index fixed up)."""
         self.totals[t] -= 1
+        if t & 1:
+            self.leeches -= 1
+        else:
+            self.seeds -= 1
         meta = self.meta[t]
         addrs = self.addrs[t]
         w = _W[t]
@@ -1166,7 +1177,19 @@ class Swarm:
 
         ``key_hash`` must fit in 30 bits (``MemoryStore`` folds it)."""
         t = f << 1 | (not seeder)
-        b, pos, e, other = self._probe(peer_id, f)
+        # The probe's first slot usually holds the record (the index is at most 2/3 full):
+        # checked here, without the call.
+        h = hash(peer_id)
+        b = h & self.lmask
+        if b < self.split:
+            b = h & (self.lmask << 1 | 1)
+        seg = self.segs[b]
+        pos = (h >> 32) & (len(seg) - 1)
+        e = seg[pos]
+        if e >= 0 and e & 6 == t & 6 and self.meta[e & 7].startswith(peer_id, (e >> 3) * META_LEN):
+            other = -1
+        else:
+            b, pos, e, other = self._probe(peer_id, f)
         if e < 0:
             if max_per_ip:
                 self.ip_room(f, addr, max_per_ip)
@@ -1195,19 +1218,21 @@ class Swarm:
         old_slot = e >> 3
         w = _W[old_t]
         old_addr = self.addrs[old_t][old_slot * w : old_slot * w + w]
-        if old_addr != addr:
+        moved = old_addr != addr
+        if moved:
             self._check_owner(old_t, old_slot, addr, key_hash)
         if hold and now - _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _SEEN)[0] < hold:
             return old_t, old_slot, False, False
-        if self.ipc is not None and old_addr[: _IP_LEN[f]] != addr[: _IP_LEN[f]]:
-            self.ipc.sub(_ip_key(f, old_addr))
-            self.ipc.add(_ip_key(f, addr))
         if proto:
             (old_key,) = _U32.unpack_from(self.meta[old_t], old_slot * META_LEN + _KEY)
             key_hash |= (old_key >> _PROTO_SHIFT | proto) << _PROTO_SHIFT
         m = old_slot * META_LEN
         self.meta[old_t][m + _SEEN : m + META_LEN] = _SEEN_KEY.pack(now, key_hash)  # type: ignore[index]
-        self.addrs[old_t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
+        if moved:
+            self.addrs[old_t][old_slot * w : old_slot * w + w] = addr  # type: ignore[index]
+            if self.ipc is not None and old_addr[: _IP_LEN[f]] != addr[: _IP_LEN[f]]:
+                self.ipc.sub(_ip_key(f, old_addr))
+                self.ipc.add(_ip_key(f, addr))
         if old_t == t:
             return t, old_slot, False, True
         counted = old_t & 1 == 1 and seeder
@@ -1286,7 +1311,9 @@ class MemoryView:
         slot: int,
         completed: bool,
         now: int,
-        counts: tuple[int, int, int],
+        complete: int,
+        incomplete: int,
+        downloaded: int,
     ) -> None:
         self.addrs = addrs
         self.meta = meta
@@ -1295,7 +1322,9 @@ class MemoryView:
         self.addr = addr
         self.table = table
         self.slot = slot
-        self.complete, self.incomplete, self.downloaded = counts
+        self.complete = complete
+        self.incomplete = incomplete
+        self.downloaded = downloaded
         self.completed = completed
         self.now = now
 
@@ -1415,12 +1444,17 @@ class OptionView(MemoryView):
         slot: int,
         completed: bool,
         now: int,
-        counts: tuple[int, int, int],
+        complete: int,
+        incomplete: int,
+        downloaded: int,
         updated: bool,
         created: bool,
         proto: int,
     ) -> None:
-        super().__init__(addrs, meta, info_hash, peer_id, addr, table, slot, completed, now, counts)
+        super().__init__(
+            addrs, meta, info_hash, peer_id, addr, table, slot, completed, now,
+            complete, incomplete, downloaded,
+        )  # fmt: skip
         self.updated = updated
         self.created = created
         self.proto = proto
@@ -1469,8 +1503,9 @@ class MemoryStore:
         self.bsplit = 0
         self.tiny = 0  # swarms in the buckets
         self.totals = [0] * TABLES  # records per table, over every swarm
-        # Bumped by every change of a peer or swarm: a snapshot of an unchanged store is skipped.
-        self.changes = 0
+        # Set by every change of a peer or swarm (``changes`` makes a number of it).
+        self._dirty = False
+        self._generation = 0
         self._frozen = 0  # iterations between slices: no split, merge or dict shrink meanwhile
         self._dict_peak = 0  # the most swarms the dict held since it was last rebuilt
         self._freed = 0  # records swept since the last malloc_trim
@@ -1479,6 +1514,15 @@ class MemoryStore:
 
     def now(self) -> int:
         return int(self._clock() - self._epoch)
+
+    @property
+    def changes(self) -> int:
+        """A number that differs from any earlier reading exactly when the store changed since
+        (a snapshot of an unchanged store is skipped). A flag on the hot path, not a count."""
+        if self._dirty:
+            self._dirty = False
+            self._generation += 1
+        return self._generation
 
     # --- buckets ---------------------------------------------------------------------------
 
@@ -1779,7 +1823,7 @@ class MemoryStore:
             else:
                 self.swarms[ih] = p
         self._dict_peak = len(self.swarms)
-        self.changes += 1
+        self._dirty = True
         return len(built), peers
 
     # --- operations ----------------------------------------------------------------------------
@@ -1803,29 +1847,29 @@ class MemoryStore:
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
         try:
             f = _FAMILY[len(addr)]
-        except IndexError:
-            f = -1
-        if f < 0:
-            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}")
+        except KeyError:
+            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}") from None
         swarm = self.swarms.get(info_hash)
         if swarm.__class__ is Swarm:
             t, slot, counted, updated = swarm.upsert(  # type: ignore[union-attr]
                 peer_id, addr, f, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
             )
             if updated:
-                self.changes += 1
+                self._dirty = True
                 if not proto:
                     return MemoryView(
                         swarm.addrs,  # type: ignore[union-attr]
                         swarm.meta,  # type: ignore[union-attr]
                         info_hash, peer_id, addr, t, slot, counted, now,
-                        swarm.counts(),  # type: ignore[union-attr]
+                        swarm.seeds - swarm.xs,  # type: ignore[union-attr]
+                        swarm.leeches - swarm.xl,  # type: ignore[union-attr]
+                        swarm.downloaded,  # type: ignore[union-attr]
                     )  # fmt: skip
             return OptionView(
                 swarm.addrs,  # type: ignore[union-attr]
                 swarm.meta,  # type: ignore[union-attr]
                 info_hash, peer_id, addr, t, slot, counted, now,
-                swarm.counts(),  # type: ignore[union-attr]
+                *swarm.counts(),  # type: ignore[union-attr]
                 updated, False, proto,
             )  # fmt: skip
         t = f << 1 | (not seeder)
@@ -1839,13 +1883,13 @@ class MemoryStore:
                     p2, slot, addrs, meta, counts = fast
                     if p2 is p:  # held
                         return OptionView(
-                            addrs, meta, info_hash, peer_id, addr, t, slot, False, now, counts,
+                            addrs, meta, info_hash, peer_id, addr, t, slot, False, now, *counts,
                             False, False, 0,
                         )  # fmt: skip
                     self.swarms[info_hash] = p2
-                    self.changes += 1
+                    self._dirty = True
                     return MemoryView(
-                        addrs, meta, info_hash, peer_id, addr, t, slot, False, now, counts
+                        addrs, meta, info_hash, peer_id, addr, t, slot, False, now, *counts
                     )
         else:
             b, o = self._bucket(info_hash)
@@ -1864,7 +1908,7 @@ class MemoryStore:
                         bucket[q + _HDR + _SEEN : q + _HDR + META_LEN] = _SEEN_KEY.pack(
                             now, key_hash
                         )
-                        self.changes += 1
+                        self._dirty = True
                     addrs = [b"", b"", b"", b"", b"", b""]
                     meta = [b"", b"", b"", b"", b"", b""]
                     addrs[t] = addr
@@ -1873,11 +1917,11 @@ class MemoryStore:
                     counts = (0, 1, dl) if t & 1 else (1, 0, dl)
                     if held:
                         return OptionView(
-                            addrs, meta, info_hash, peer_id, addr, t, 0, False, now, counts,
+                            addrs, meta, info_hash, peer_id, addr, t, 0, False, now, *counts,
                             False, False, 0,
                         )  # fmt: skip
                     return MemoryView(
-                        addrs, meta, info_hash, peer_id, addr, t, 0, False, now, counts
+                        addrs, meta, info_hash, peer_id, addr, t, 0, False, now, *counts
                     )
                 p = self._tiny_get(b, o)
             elif not create:
@@ -1893,9 +1937,9 @@ class MemoryStore:
             addrs, meta = _packed_tables(p, f)
             return OptionView(
                 addrs, meta, info_hash, peer_id, addr, t, slot, False, now,
-                packed_counts(p), False, False, proto,
+                *packed_counts(p), False, False, proto,
             )  # fmt: skip
-        self.changes += 1
+        self._dirty = True
         held_by = self._settle(info_hash, p2, b, o, swarm is not None)
         if held_by.__class__ is Swarm:
             addrs, meta = held_by.addrs, held_by.meta  # type: ignore[union-attr]
@@ -1904,10 +1948,10 @@ class MemoryStore:
         if proto or created:
             return OptionView(
                 addrs, meta, info_hash, peer_id, addr, t, slot, counted, now,
-                packed_counts(p2), True, created, proto,
+                *packed_counts(p2), True, created, proto,
             )  # fmt: skip
         return MemoryView(
-            addrs, meta, info_hash, peer_id, addr, t, slot, counted, now, packed_counts(p2)
+            addrs, meta, info_hash, peer_id, addr, t, slot, counted, now, *packed_counts(p2)
         )
 
     async def remove(
@@ -1915,13 +1959,14 @@ class MemoryStore:
     ) -> tuple[int, int, int]:
         if key_hash > _KEY_MASK:
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1
-        f = _FAMILY[len(addr)] if len(addr) < 19 else -1
-        if f < 0:
-            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}")
+        try:
+            f = _FAMILY[len(addr)]
+        except KeyError:
+            raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}") from None
         swarm = self.swarms.get(info_hash)
         if isinstance(swarm, Swarm):
             if swarm.remove(peer_id, addr, f, key_hash):
-                self.changes += 1
+                self._dirty = True
                 if swarm.used <= _SMALL // 2:
                     self._unbig(info_hash, swarm)
             return swarm.counts()
@@ -1935,7 +1980,7 @@ class MemoryStore:
             p = swarm
         p2 = packed_remove(p, self.totals, peer_id, addr, f, key_hash)
         if p2 is not p:
-            self.changes += 1
+            self._dirty = True
             self._settle(info_hash, p2, b, o, swarm is not None)
         return packed_counts(p2)
 
@@ -1978,14 +2023,14 @@ class MemoryStore:
             self._tiny_del(b, o)
         elif isinstance(swarm, Swarm):
             swarm.forget_counts()
-            self.changes += 1
+            self._dirty = True
             return True
         else:
             p = swarm
         _, meta = packed_columns(p)
         for t in range(TABLES):
             self.totals[t] -= len(meta[t]) // META_LEN
-        self.changes += 1
+        self._dirty = True
         return True
 
     async def sweep(self, cutoff: int) -> int:
@@ -2021,14 +2066,14 @@ class MemoryStore:
                     p, gone = packed_expire(swarm, totals, cutoff)
                     if gone:
                         removed += gone
-                        self.changes += 1
+                        self._dirty = True
                         if not packed_records(p):
                             del self.swarms[ih]
                         else:
                             self._settle(ih, p, -1, -1, True)
                     elif not packed_records(p):
                         del self.swarms[ih]  # emptied by a stop: now it goes, with its count
-                        self.changes += 1
+                        self._dirty = True
                 if clock() >= due:
                     await asyncio.sleep(0)
                     due = clock() + _SLICE
@@ -2063,7 +2108,7 @@ class MemoryStore:
         if dropped:
             self.buckets[b] = bytearray(b"".join(keep)) if keep else b""
             self.tiny -= dropped
-            self.changes += 1
+            self._dirty = True
         return gone
 
     async def _give_back(self, removed: int) -> None:
@@ -2123,4 +2168,4 @@ class MemoryStore:
         self.buckets = [b""]
         self.bmask = self.bsplit = self.tiny = 0
         self.totals[:] = [0] * TABLES
-        self.changes += 1
+        self._dirty = True
