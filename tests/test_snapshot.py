@@ -258,6 +258,17 @@ async def test_restore_is_all_or_nothing_and_needs_an_empty_store():
         new.restore(iter(records), 10, 0)
 
 
+def load_crafted(tmp_path: Path, batch: list, caplog) -> MemoryStore:
+    """Load a snapshot of one hand-edited ``dump`` batch into a new store."""
+    path = tmp_path / "snap.bin"
+    block, peers = encode_block(batch)
+    path.write_bytes(encode_header(time.time(), 0) + block + encode_trailer(1, peers))
+    new = MemoryStore()
+    with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
+        service(tmp_path, new).load()
+    return new
+
+
 async def test_a_duplicated_peer_is_refused(tmp_path, caplog):
     store = MemoryStore()
     await store.announce(ih(1), pid(1), v4(1), False, 0, False)
@@ -265,13 +276,7 @@ async def test_a_duplicated_peer_is_refused(tmp_path, caplog):
     batch = next(store.dump())
     batch[3] = batch[3] + batch[5]  # the seeder's record again, among the leechers
     batch[2] = batch[2] + batch[4]
-    path = tmp_path / "snap.bin"
-    block, peers = encode_block(batch)
-    path.write_bytes(encode_header(time.time(), 0) + block + encode_trailer(1, peers))
-    new = MemoryStore()
-    with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
-        service(tmp_path, new).load()
-    assert held(new) == []
+    assert held(load_crafted(tmp_path, batch, caplog)) == []
     assert "a peer_id appears twice" in caplog.text
 
 
@@ -316,13 +321,7 @@ async def test_a_peer_in_both_roles_is_refused(tmp_path, caplog):
     batch = next(store.dump())
     batch[9] = batch[3]  # the IPv4 seeder's record again, among the IPv6 leechers
     batch[8] = v6(1)
-    path = tmp_path / "snap.bin"
-    block, peers = encode_block(batch)
-    path.write_bytes(encode_header(time.time(), 0) + block + encode_trailer(1, peers))
-    new = MemoryStore()
-    with caplog.at_level(logging.INFO, logger="johnlocke.snapshot"):
-        service(tmp_path, new).load()
-    assert held(new) == []
+    assert held(load_crafted(tmp_path, batch, caplog)) == []
     assert "both a seeder and a leecher" in caplog.text
 
 

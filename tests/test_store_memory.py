@@ -78,9 +78,9 @@ async def test_swarms_change_tier_as_they_grow_and_shrink():
     store = MemoryStore()
     await store.announce(IH, pid(0), v4(0), True, 0, False)
     # One record: no object at all, a slot in a bucket.
-    assert IH not in store.swarms and store.tiny == 1
+    assert IH not in store.swarms and store.tiny.count == 1
     await store.announce(IH, pid(1), v6(1), False, 0, False)
-    assert type(store.swarms[IH]) is bytes and store.tiny == 0  # packed
+    assert type(store.swarms[IH]) is bytes and store.tiny.count == 0  # packed
     for n in range(2, _SMALL):
         await store.announce(IH, pid(n), v4(n), n % 3 == 0, 0, False)
     assert type(store.swarms[IH]) is bytes  # _SMALL records
@@ -95,7 +95,7 @@ async def test_swarms_change_tier_as_they_grow_and_shrink():
     for n in range(2, _SMALL // 2):
         await store.remove(IH, pid(n), v4(n), 0)
     await store.remove(IH, pid(1), v6(1), 0)
-    assert IH not in store.swarms and store.tiny == 1
+    assert IH not in store.swarms and store.tiny.count == 1
     # Every step kept the peer and the count: re-announcing changes nothing.
     await store.announce(IH, pid(0), v4(0), True, 0, False)
     assert await store.scrape([IH]) == [(IH, 1, 0, 0)]
@@ -107,8 +107,8 @@ async def test_one_peer_swarms_live_in_buckets_that_split_and_merge():
     store = MemoryStore(clock=lambda: clock_t[0])
     for n in range(40_000):
         await store.announce(ihn(n), pid(n), v4(n), n % 2 == 0, 0, False)
-    assert store.swarms == {} and store.tiny == 40_000
-    assert len(store.buckets) >= 40_000 // 32  # split as they filled, a bucket at a time
+    assert store.swarms == {} and store.tiny.count == 40_000
+    assert len(store.tiny.segs) >= 40_000 // 32  # split as they filled, a bucket at a time
     rows = await store.scrape([ihn(n) for n in range(0, 40_000, 7)])
     assert all(row[1:] == ((1, 0, 0) if number % 2 == 0 else (0, 1, 0))
                for row, number in zip(rows, range(0, 40_000, 7), strict=True))  # fmt: skip
@@ -117,7 +117,7 @@ async def test_one_peer_swarms_live_in_buckets_that_split_and_merge():
         await store.announce(ihn(n), pid(n), v4(n), True, 0, False)
     assert await store.sweep(store.now() - 50) == 39_900
     # What is left merged back into few buckets, and is still found.
-    assert len(store.buckets) <= 100
+    assert len(store.tiny.segs) <= 100
     assert await store.scrape([ihn(1), ihn(99), ihn(100)]) == [
         (ihn(1), 1, 0, 1),
         (ihn(99), 1, 0, 1),

@@ -235,7 +235,54 @@ def _ip_key(family: int, addr: bytes | bytearray) -> bytes:
 _IP_HASH = 0xFFFF_FFFF_FFFF_FF00  # the hash bits an IpCounts entry keeps; the low byte counts
 
 
-class IpCounts:
+class _Segments:
+    """Linear hashing over open-addressing segments: the peer_id index of a ``Swarm`` and
+    ``IpCounts``. An entry's segment is ``hash & lmask``, or ``hash & (2 * lmask + 1)`` for
+    segments below ``split``; growing splits the segment at ``split`` in two, shrinking merges the
+    last one back into its buddy, so no change rehashes more than a segment or two."""
+
+    __slots__ = ()
+    segs: list[array]
+    fill: list[int]  # used and deleted entries, per segment
+    lmask: int
+    split: int
+
+    def _live(self, seg: array) -> list[int]:
+        raise NotImplementedError
+
+    def _hash_of(self, e: int) -> int:
+        raise NotImplementedError
+
+    def _rebuild(self, b: int, entries: list[int]) -> None:
+        raise NotImplementedError
+
+    def _split_one(self) -> None:
+        b = self.split
+        high = self.lmask + 1  # the new segment's number, and the bit that decides
+        stay: list[int] = []
+        move: list[int] = []
+        for e in self._live(self.segs[b]):
+            (move if self._hash_of(e) & high else stay).append(e)
+        self.segs.append(self.segs[b])
+        self.fill.append(0)
+        self._rebuild(b, stay)
+        self._rebuild(b + high, move)
+        self.split += 1
+        if self.split == high:
+            self.lmask = self.lmask << 1 | 1
+            self.split = 0
+
+    def _merge_one(self) -> None:
+        if self.split == 0:
+            self.lmask >>= 1
+            self.split = self.lmask + 1
+        self.split -= 1
+        last = self.segs.pop()
+        self.fill.pop()
+        self._rebuild(self.split, self._live(self.segs[self.split]) + self._live(last))
+
+
+class IpCounts(_Segments):
     """Records per IP in one ``Swarm`` (see the theory of operation).
 
     Entries ``hash[56 bits] << 8 | count`` in ``array('Q')`` segments, linear hashing over the
@@ -290,7 +337,7 @@ class IpCounts:
             self.live += 1
             self.fill[b] += 1
             if self.fill[b] * 3 > len(seg) * 2:
-                self._rebuild(b, [e for e in seg if e & 0xFF])
+                self._rebuild(b, self._live(seg))
             if self.live > len(self.segs) * _SEG_TARGET:
                 self._split_one()
         elif e & 0xFF < 255:
@@ -320,28 +367,11 @@ class IpCounts:
         self.segs[b] = seg
         self.fill[b] = len(entries)
 
-    def _split_one(self) -> None:
-        b = self.split
-        high = self.lmask + 1
-        live = [e for e in self.segs[b] if e & 0xFF]
-        self.segs.append(self.segs[b])
-        self.fill.append(0)
-        self._rebuild(b, [e for e in live if not (e >> 8) & high])
-        self._rebuild(b + high, [e for e in live if (e >> 8) & high])
-        self.split += 1
-        if self.split == high:
-            self.lmask = self.lmask << 1 | 1
-            self.split = 0
+    def _live(self, seg: array) -> list[int]:
+        return [e for e in seg if e & 0xFF]
 
-    def _merge_one(self) -> None:
-        if self.split == 0:
-            self.lmask >>= 1
-            self.split = self.lmask + 1
-        self.split -= 1
-        last = self.segs.pop()
-        self.fill.pop()
-        b = self.split
-        self._rebuild(b, [e for e in self.segs[b] if e & 0xFF] + [e for e in last if e & 0xFF])
+    def _hash_of(self, e: int) -> int:
+        return e >> 8
 
     def size(self) -> int:
         """Bytes held by the table."""
@@ -821,7 +851,7 @@ def _extras(meta: list[bytes]) -> tuple[int, int]:
 # --- big swarms -----------------------------------------------------------------------------
 
 
-class Swarm:
+class Swarm(_Segments):
     """One torrent's records in per-table columns with a peer_id index (more than ``_SMALL``
     records, see the theory of operation). Used from the event loop only."""
 
@@ -938,10 +968,14 @@ class Swarm:
         off = (e >> 3) * META_LEN
         return bytes(self.meta[e & 7][off : off + 20])
 
-    def _rebuild(self, b: int, entries: list[int] | None = None) -> None:
-        """Rebuild segment b from its live entries (or ``entries``), sized for them."""
-        if entries is None:
-            entries = [e for e in self.segs[b] if e >= 0]
+    def _live(self, seg: array) -> list[int]:
+        return [e for e in seg if e >= 0]
+
+    def _hash_of(self, e: int) -> int:
+        return hash(self._peer_id(e))
+
+    def _rebuild(self, b: int, entries: list[int]) -> None:
+        """Make segment b anew from ``entries``, sized for them."""
         seg = _new_index(_index_size(len(entries)))
         mask = len(seg) - 1
         for e in entries:
@@ -952,36 +986,6 @@ class Swarm:
         self.segs[b] = seg
         self.fill[b] = len(entries)
 
-    def _split_one(self) -> None:
-        """Split the segment at ``split`` in two (linear hashing): bounded work."""
-        b = self.split
-        high = self.lmask + 1  # the new segment's number, and the bit that decides
-        stay: list[int] = []
-        move: list[int] = []
-        for e in self.segs[b]:
-            if e >= 0:
-                (move if hash(self._peer_id(e)) & high else stay).append(e)
-        self.segs.append(self.segs[b])
-        self.fill.append(0)
-        self._rebuild(b, stay)
-        self._rebuild(b + high, move)
-        self.split += 1
-        if self.split == high:
-            self.lmask = self.lmask << 1 | 1
-            self.split = 0
-
-    def _merge_one(self) -> None:
-        """Undo the last split: merge the last segment into its buddy."""
-        if self.split == 0:
-            self.lmask >>= 1
-            self.split = self.lmask + 1
-        self.split -= 1
-        last = self.segs.pop()
-        self.fill.pop()
-        self._rebuild(
-            self.split, [e for e in self.segs[self.split] if e >= 0] + [e for e in last if e >= 0]
-        )
-
     def _index(self, b: int, pos: int, e: int) -> None:
         """Store entry e at free position pos of segment b; grow what needs growing."""
         seg = self.segs[b]
@@ -989,7 +993,7 @@ class Swarm:
             self.fill[b] += 1
         seg[pos] = e
         if self.fill[b] * 3 > len(seg) * 2:
-            self._rebuild(b)
+            self._rebuild(b, self._live(seg))
         if self.used > len(self.segs) * _SEG_TARGET:
             self._split_one()
 
@@ -1000,7 +1004,7 @@ class Swarm:
             if self.used * 4 < len(segs) * _SEG_TARGET:
                 self._merge_one()
         elif self.used * 8 < len(segs[0]) and len(segs[0]) > _MIN_INDEX:
-            self._rebuild(0)
+            self._rebuild(0, self._live(segs[0]))
 
     def ip_room(self, f: int, addr: bytes, cap: int) -> None:
         """Raise ClientError if addr's IP already has ``cap`` records in this swarm."""
@@ -1480,6 +1484,76 @@ def _packed_tables(p: bytes, f: int) -> tuple[list[bytes], list[bytes]]:
     return addrs, meta
 
 
+class Buckets(_Segments):
+    """The swarms of at most one record: ``_SLOT``-byte slots (info_hash, then the packed swarm,
+    zero-padded) in buckets, a ``bytearray`` each (b"" when empty), found by ``bytes.find``."""
+
+    __slots__ = ("segs", "fill", "lmask", "split", "count")
+
+    def __init__(self) -> None:
+        self.segs: list[bytes | bytearray] = [b""]  # type: ignore[assignment]
+        self.fill = [0]  # slots per bucket
+        self.lmask = 0
+        self.split = 0
+        self.count = 0  # swarms in all buckets
+
+    def _live(self, seg: bytes | bytearray) -> list[bytes | bytearray]:  # type: ignore[override]
+        return [seg[o : o + _SLOT] for o in range(0, len(seg), _SLOT)]
+
+    def _hash_of(self, slot: bytes | bytearray) -> int:  # type: ignore[override]
+        return hash(bytes(slot[:20]))
+
+    def _rebuild(self, b: int, slots: list[bytes | bytearray]) -> None:  # type: ignore[override]
+        self.segs[b] = bytearray(b"".join(slots)) if slots else b""
+        self.fill[b] = len(slots)
+
+    def find(self, info_hash: bytes) -> tuple[int, int]:
+        """(bucket, offset of info_hash's slot in it, or -1)."""
+        h = hash(info_hash)
+        b = h & self.lmask
+        if b < self.split:
+            b = h & (self.lmask << 1 | 1)
+        bucket = self.segs[b]
+        o = bucket.find(info_hash)
+        while o >= 0 and o % _SLOT:
+            o = bucket.find(info_hash, o + 1)
+        return b, o
+
+    def get(self, b: int, o: int) -> bytes:
+        """The packed swarm in slot o of bucket b."""
+        return _slot_swarm(self.segs[b], o)
+
+    def put(self, b: int, o: int, info_hash: bytes, p: bytes) -> None:
+        """Store packed swarm p (at most one record) in slot o of bucket b (o < 0: a new slot)."""
+        bucket = self.segs[b]
+        if o >= 0:
+            bucket[o + 20 : o + _SLOT] = p + _PAD[_MAX_ONE - len(p)]  # type: ignore[index]
+            return
+        if bucket:
+            bucket += info_hash + p + _PAD[_MAX_ONE - len(p)]  # type: ignore[operator]
+        else:
+            self.segs[b] = bytearray(info_hash + p + _PAD[_MAX_ONE - len(p)])
+        self.count += 1
+
+    def delete(self, b: int, o: int) -> None:
+        bucket = self.segs[b]
+        if len(bucket) == _SLOT:
+            self.segs[b] = b""
+        else:
+            del bucket[o : o + _SLOT]  # type: ignore[union-attr]
+        self.count -= 1
+
+    def balance(self) -> bool:
+        """One split or merge if the load calls for it; False if there was none to do."""
+        if self.count > len(self.segs) * _BUCKET_LOAD:
+            self._split_one()
+        elif len(self.segs) > 1 and self.count * 4 < len(self.segs) * _BUCKET_LOAD:
+            self._merge_one()
+        else:
+            return False
+        return True
+
+
 def _slot_swarm(bucket: bytes | bytearray, o: int) -> bytes:
     """The packed swarm in the bucket slot at offset o (as bytes)."""
     t = bucket.find(1, o + 20, o + 26)  # the table of its record, if it has one
@@ -1496,12 +1570,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         # Swarms of 2 to _SMALL records (packed bytes) and bigger ones (Swarm).
         self.swarms: dict[bytes, bytes | Swarm] = {}
-        # Swarms of at most one record, in buckets of _SLOT-byte slots (linear hashing: bucket
-        # hash & bmask, or hash & (2 * bmask + 1) below bsplit).
-        self.buckets: list[bytes | bytearray] = [b""]  # b"": an empty bucket
-        self.bmask = 0
-        self.bsplit = 0
-        self.tiny = 0  # swarms in the buckets
+        self.tiny = Buckets()  # swarms of at most one record
         self.totals = [0] * TABLES  # records per table, over every swarm
         # Set by every change of a peer or swarm (``changes`` makes a number of it).
         self._dirty = False
@@ -1524,76 +1593,17 @@ class MemoryStore:
             self._generation += 1
         return self._generation
 
-    # --- buckets ---------------------------------------------------------------------------
-
-    def _bucket(self, info_hash: bytes) -> tuple[int, int]:
-        """(bucket, offset of info_hash's slot in it, or -1)."""
-        h = hash(info_hash)
-        b = h & self.bmask
-        if b < self.bsplit:
-            b = h & (self.bmask << 1 | 1)
-        bucket = self.buckets[b]
-        o = bucket.find(info_hash)
-        while o >= 0 and o % _SLOT:
-            o = bucket.find(info_hash, o + 1)
-        return b, o
-
-    def _tiny_get(self, b: int, o: int) -> bytes:
-        """The packed swarm in slot o of bucket b."""
-        return _slot_swarm(self.buckets[b], o)
+    # --- tiers -----------------------------------------------------------------------------
 
     def _tiny_put(self, b: int, o: int, info_hash: bytes, p: bytes) -> None:
-        """Store packed swarm p (at most one record) in slot o of bucket b (o < 0: a new slot)."""
-        bucket = self.buckets[b]
-        if o >= 0:
-            bucket[o + 20 : o + _SLOT] = p + _PAD[_MAX_ONE - len(p)]  # type: ignore[index]
-            return
-        if bucket:
-            bucket += info_hash + p + _PAD[_MAX_ONE - len(p)]  # type: ignore[operator]
-        else:
-            self.buckets[b] = bytearray(info_hash + p + _PAD[_MAX_ONE - len(p)])
-        self.tiny += 1
-        if not self._frozen and self.tiny > len(self.buckets) * _BUCKET_LOAD:
-            self._split_bucket()
+        self.tiny.put(b, o, info_hash, p)
+        if o < 0 and not self._frozen:
+            self.tiny.balance()
 
     def _tiny_del(self, b: int, o: int) -> None:
-        bucket = self.buckets[b]
-        if len(bucket) == _SLOT:
-            self.buckets[b] = b""
-        else:
-            del bucket[o : o + _SLOT]  # type: ignore[union-attr]
-        self.tiny -= 1
-        if (
-            not self._frozen
-            and len(self.buckets) > 1
-            and self.tiny * 4 < len(self.buckets) * _BUCKET_LOAD
-        ):
-            self._merge_bucket()
-
-    def _split_bucket(self) -> None:
-        b = self.bsplit
-        high = self.bmask + 1
-        bucket = self.buckets[b]
-        stay = []
-        move = []
-        for o in range(0, len(bucket), _SLOT):
-            slot = bucket[o : o + _SLOT]
-            (move if hash(bytes(slot[:20])) & high else stay).append(slot)
-        self.buckets[b] = bytearray(b"".join(stay)) if stay else b""
-        self.buckets.append(bytearray(b"".join(move)) if move else b"")
-        self.bsplit += 1
-        if self.bsplit == high:
-            self.bmask = self.bmask << 1 | 1
-            self.bsplit = 0
-
-    def _merge_bucket(self) -> None:
-        if self.bsplit == 0:
-            self.bmask >>= 1
-            self.bsplit = self.bmask + 1
-        self.bsplit -= 1
-        last = self.buckets.pop()
-        if last:
-            self.buckets[self.bsplit] = bytearray(self.buckets[self.bsplit] + last)
+        self.tiny.delete(b, o)
+        if not self._frozen:
+            self.tiny.balance()
 
     def _settle(self, info_hash: bytes, p: bytes, b: int, o: int, in_dict: bool) -> bytes | Swarm:
         """Keep packed swarm p in the tier its size calls for; b/o/in_dict say where it was
@@ -1602,7 +1612,7 @@ class MemoryStore:
         if n <= 1:
             if in_dict:
                 del self.swarms[info_hash]
-                b, o = self._bucket(info_hash)
+                b, o = self.tiny.find(info_hash)
             self._tiny_put(b, o, info_hash, p)
             return p
         if o >= 0:
@@ -1647,8 +1657,8 @@ class MemoryStore:
             swarm = self.swarms.get(ih)
             if swarm is not None:
                 yield ih, swarm
-        for b in range(len(self.buckets)):
-            bucket = bytes(self.buckets[b])  # each bucket as it is at one moment
+        for b in range(len(self.tiny.segs)):
+            bucket = bytes(self.tiny.segs[b])  # each bucket as it is at one moment
             for o in range(0, len(bucket), _SLOT):
                 ih = bucket[o : o + 20]
                 if ih not in start:
@@ -1666,14 +1676,14 @@ class MemoryStore:
                 yield SwarmRecord(ih, _U64.unpack_from(s, _DL)[0], tuple(addrs), tuple(meta))
 
     def swarm_count(self) -> int:
-        return len(self.swarms) + self.tiny
+        return len(self.swarms) + self.tiny.count
 
     def _lookup(self, info_hash: bytes) -> bytes | Swarm | None:
         swarm = self.swarms.get(info_hash)
         if swarm is None:
-            b, o = self._bucket(info_hash)
+            b, o = self.tiny.find(info_hash)
             if o >= 0:
-                return self._tiny_get(b, o)
+                return self.tiny.get(b, o)
         return swarm
 
     # --- snapshots ---------------------------------------------------------------------------
@@ -1818,7 +1828,7 @@ class MemoryStore:
                 totals[t] += len(meta[t]) // META_LEN
             p = pack(downloaded, addrs, meta, xs, xl)
             if used == 1:
-                b, o = self._bucket(ih)
+                b, o = self.tiny.find(ih)
                 self._tiny_put(b, o, ih, p)
             else:
                 self.swarms[ih] = p
@@ -1892,9 +1902,9 @@ class MemoryStore:
                         addrs, meta, info_hash, peer_id, addr, t, slot, False, now, *counts
                     )
         else:
-            b, o = self._bucket(info_hash)
+            b, o = self.tiny.find(info_hash)
             if o >= 0:
-                bucket = self.buckets[b]
+                bucket = self.tiny.segs[b]
                 q = o + 20  # the swarm's packed form; its record (if any) at q + _HDR
                 if (
                     bucket[q + t] == 1  # a record in table t: the same family and role
@@ -1923,7 +1933,7 @@ class MemoryStore:
                     return MemoryView(
                         addrs, meta, info_hash, peer_id, addr, t, 0, False, now, *counts
                     )
-                p = self._tiny_get(b, o)
+                p = self.tiny.get(b, o)
             elif not create:
                 raise SwarmNotFound(info_hash)
             else:
@@ -1972,10 +1982,10 @@ class MemoryStore:
             return swarm.counts()
         b = o = -1
         if swarm is None:
-            b, o = self._bucket(info_hash)
+            b, o = self.tiny.find(info_hash)
             if o < 0:
                 return 0, 0, 0
-            p = self._tiny_get(b, o)
+            p = self.tiny.get(b, o)
         else:
             p = swarm
         p2 = packed_remove(p, self.totals, peer_id, addr, f, key_hash)
@@ -2016,10 +2026,10 @@ class MemoryStore:
     async def drop(self, info_hash: bytes) -> bool:
         swarm = self.swarms.pop(info_hash, None)
         if swarm is None:
-            b, o = self._bucket(info_hash)
+            b, o = self.tiny.find(info_hash)
             if o < 0:
                 return False
-            p = self._tiny_get(b, o)
+            p = self.tiny.get(b, o)
             self._tiny_del(b, o)
         elif isinstance(swarm, Swarm):
             swarm.forget_counts()
@@ -2077,7 +2087,7 @@ class MemoryStore:
                 if clock() >= due:
                     await asyncio.sleep(0)
                     due = clock() + _SLICE
-            for b in range(len(self.buckets)):
+            for b in range(len(self.tiny.segs)):
                 removed += self._sweep_bucket(b, cutoff)
                 if clock() >= due:
                     await asyncio.sleep(0)
@@ -2090,7 +2100,7 @@ class MemoryStore:
     def _sweep_bucket(self, b: int, cutoff: int) -> int:
         """Expire bucket b's swarms (each of at most one record); drop those left empty.
         Returns how many records went."""
-        bucket = self.buckets[b]
+        bucket = self.tiny.segs[b]
         keep = []
         gone = 0
         dropped = 0
@@ -2106,8 +2116,9 @@ class MemoryStore:
                 gone += 1
             dropped += 1
         if dropped:
-            self.buckets[b] = bytearray(b"".join(keep)) if keep else b""
-            self.tiny -= dropped
+            self.tiny.segs[b] = bytearray(b"".join(keep)) if keep else b""
+            self.tiny.fill[b] = len(keep)
+            self.tiny.count -= dropped
             self._dirty = True
         return gone
 
@@ -2115,10 +2126,7 @@ class MemoryStore:
         """After a sweep: merge buckets down to the load again, shrink the dict if it is mostly
         empty, and hand freed heap pages back to the system (see the theory of operation)."""
         merged = 0
-        while len(self.buckets) > 1 and self.tiny * 4 < len(self.buckets) * _BUCKET_LOAD:
-            if self._frozen:
-                return
-            self._merge_bucket()
+        while not self._frozen and self.tiny.balance():
             merged += 1
             if merged % 5000 == 0:
                 await asyncio.sleep(0)
@@ -2165,7 +2173,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         self.swarms.clear()
-        self.buckets = [b""]
-        self.bmask = self.bsplit = self.tiny = 0
+        self.tiny = Buckets()
         self.totals[:] = [0] * TABLES
         self._dirty = True
