@@ -26,21 +26,22 @@ object per swarm (~100 bytes each, several per swarm) would cost more than the p
   bytes copied in C); finding a peer_id is one ``bytes.find`` over the meta. ``bytes`` is not
   tracked by the cyclic garbage collector, so small swarms cost a full collection nothing.
 - A swarm of at most one record (most of them) is not even an object: its packed form, padded
-  to ``_SLOT`` bytes after its info_hash, lives in a *bucket*, a ``bytes`` of such slots. The
-  buckets are a linear-hashing table (``hash(info_hash)`` picks the bucket, a bucket grows or
-  shrinks by splitting or merging one bucket at a time, each a bounded piece of work), and a
-  slot is found with ``bytes.find``. A one-peer swarm costs ~90 bytes in all.
+  to ``_SLOT`` bytes after its info_hash, lives in a slot of a ``Buckets`` table: ``bytearray``
+  buckets of ~16 slots, picked by ``hash(info_hash)``, searched with ``bytes.find``, refreshed
+  in place. A one-peer swarm costs ~90 bytes in all (a dict entry, its key and a packed
+  ``bytes`` would cost ~190).
 - Swarms of 2 to ``_SMALL`` records are packed ``bytes`` values of ``MemoryStore.swarms``; a
   bigger one is a ``Swarm``: two ``bytearray`` columns per table (addresses, meta) that grow in
   place, and a peer_id index. It goes back to packed at half of ``_SMALL``.
 
 The index of a ``Swarm`` is open addressing in ``array('i')`` segments, entries
 ``slot << 3 | table`` (-1 empty, -2 deleted), probed linearly from ``hash(peer_id)``: 4 bytes a
-slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer. The segments are a
-linear-hashing directory too (``_SEG_TARGET`` records each on average): a growing swarm splits
-one segment at a time and a segment rebuilds only itself, so growing to a million peers never
-rehashes more than a few thousand entries at once (a single array was rebuilt whole at each
-doubling: 0.5 s at 700k peers).
+slot where a ``dict`` keyed by ``bytes`` would cost over 100 per peer. Growth is bounded by
+linear hashing (``_Segments``, shared with ``IpCounts`` and ``Buckets``): segments of
+``_SEG_TARGET`` records on average, a growing table splits one segment at a time and a full
+segment rebuilds only itself, so growing to a million peers never rehashes more than a few
+thousand entries at once (a single array was rebuilt whole at each doubling: 0.5 s at 700k
+peers); shrinking merges them back one at a time.
 
 Per-IP limits (``max_per_ip``) count records per IP in a swarm: a packed swarm counts by
 scanning its addresses; a ``Swarm`` asked once keeps an ``IpCounts``, another open-addressing
@@ -49,21 +50,25 @@ table of 64-bit entries ``hash(ip)[56 bits] << 8 | count`` (an IPv6 address coun
 (per-process salted) hashes agree, and then they would only look busier, never less busy.
 
 The store keeps running totals of the records in each table (``MemoryStore.totals``): every
-change to a table counts there, so ``stats()`` is O(1). It also counts its changes
-(``MemoryStore.changes``) so that a snapshot can be skipped when nothing changed. A swarm is
-dropped only by the sweep, once it is empty (or by ``drop``/``close``).
+change to a table counts there, so ``stats()`` is O(1). Every change also sets a dirty flag that
+``MemoryStore.changes`` turns into a number, so a snapshot of an unchanged store is skipped. A
+swarm is dropped only by the sweep, once it is empty (or by ``drop``/``close``).
 
 Memory given back. When swarms expire, their bytes go back to the allocator. Packed swarms are
 pymalloc blocks, and pymalloc returns a 1 MiB arena to the system only once every block in it is
 free, so a flood of swarms that later expire would leave arenas pinned by the few long-lived
-objects allocated among them (measured: object counts and traced memory back to the start, RSS
-not). Keeping one-peer swarms in buckets (over 512 bytes each, so from the C allocator) and
-small swarms as one block each keeps pymalloc out of it; after a sweep that freed a lot the
-store shrinks its dict (a ``dict`` never gives back its table) and calls ``malloc_trim``.
+objects allocated among them (measured on the daemon: object counts and traced memory back to
+the start after a flood expired, RSS not: 50 -> 115 -> 124 -> 137 -> 156 MB over four floods).
+Keeping one-peer swarms in buckets (over 512 bytes each, so from the C allocator) and small
+swarms as one block each keeps pymalloc mostly out of it; the sweep shrinks the dict when it is
+mostly empty (a ``dict`` never gives back its table) and, once 20,000 records went since the
+last time, hands free heap pages back with ``malloc_trim`` (in a worker thread: it walks the
+heap).
 
 Nothing here awaits except ``sweep``, ``scrape_all`` and ``top_swarms``, which yield to the
-event loop between slices; while one of them (or a snapshot's ``dump``) is between slices, the
-buckets and the dict stay where they are (no split, merge or shrink), so iteration is stable.
+event loop after a few ms of work (the sweep reads the clock after each bounded step); while one
+of them (or a snapshot's ``dump``) is between slices, the buckets and the dict stay where they
+are (no split, merge or shrink), so iteration is stable.
 
 Snapshots (``johnlocke.snapshot``) take the IPv4 and IPv6 tables as they are: ``dump`` hands
 out copies of a batch of swarms at a time, and ``restore`` takes them back, drops records that
@@ -824,6 +829,14 @@ def _extras(meta: list[bytes]) -> tuple[int, int]:
     """(xs, xl): records beyond each peer's first, per role, over per-table meta columns.
 
     Raises ``ValueError`` if a peer_id appears twice in one family or in both roles."""
+    families = [f for f in range(len(meta) // 2) if meta[2 * f] or meta[2 * f + 1]]
+    if len(families) == 1:  # the usual case: a peer_id may then appear once in the swarm
+        f = families[0]
+        col = meta[2 * f] + meta[2 * f + 1]
+        n = len(col) // META_LEN
+        if n > 1 and len({col[o : o + 20] for o in range(0, len(col), META_LEN)}) != n:
+            raise ValueError("a peer_id appears twice in one family of a swarm")
+        return 0, 0
     seeders: list[set[bytes]] = []
     leechers: list[set[bytes]] = []
     for f in range(len(meta) // 2):
@@ -1783,58 +1796,74 @@ class MemoryStore:
         """
         if self.swarm_count():
             raise RuntimeError("restore needs an empty store")
-        built: dict[bytes, tuple[int, list[bytes], list[bytes], int, int]] = {}
-        peers = 0
+        try:
+            swarms, peers = self._install(records, cutoff)
+        except BaseException:
+            self.swarms = {}
+            self.tiny = Buckets()
+            self.totals[:] = [0] * TABLES
+            raise
+        self._epoch = self._clock() - now
+        self._dict_peak = len(self.swarms)
+        self._dirty = True
+        return swarms, peers
+
+    def _install(self, records: Iterable[SwarmRecord], cutoff: int) -> tuple[int, int]:
+        """``restore``'s work: each swarm packed as it is read (holding every record's columns
+        until the end would leave the heap fragmented around the swarms)."""
+        swarms = peers = 0
+        totals = self.totals
+        empty = (b"",) * TABLES
         for rec in records:
-            if len(rec.info_hash) != 20:
+            ih = rec.info_hash
+            if len(ih) != 20:
                 raise ValueError("info_hash must be 20 bytes")
-            if rec.info_hash in built:
-                raise ValueError("the same swarm twice")
             if not 0 <= rec.downloaded < 1 << 64:
                 raise ValueError("downloaded out of range")
-            addrs: list[bytes] = []
-            meta: list[bytes] = []
+            # bytes() of a bytes object is that object; a dump's memoryview becomes bytes.
+            addrs = [bytes(a) for a in [*rec.addrs, *empty][:TABLES]]
+            meta = [bytes(m) for m in [*rec.meta, *empty][:TABLES]]
+            counts = [0] * TABLES
+            used = 0
             for t in range(TABLES):
-                m = bytes(rec.meta[t]) if t < len(rec.meta) else b""
-                a = bytes(rec.addrs[t]) if t < len(rec.addrs) else b""
+                m = meta[t]
+                a = addrs[t]
+                if not m and not a:
+                    continue
                 n, rest = divmod(len(m), META_LEN)
                 w = _W[t]
                 if rest or len(a) != n * w:
                     raise ValueError(
                         f"table {t}: {len(m)} bytes of records for {len(a)} of addresses"
                     )
-                if n:
-                    seen = _seen_column(m)
-                    if min(seen) < cutoff:
-                        keep = [s for s in range(n) if seen[s] >= cutoff]
-                        m = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
-                        a = b"".join([a[s * w : (s + 1) * w] for s in keep])
-                addrs.append(a)
-                meta.append(m)
-            used = sum(len(m) for m in meta) // META_LEN
+                seen = _seen_column(m)
+                if min(seen) < cutoff:
+                    keep = [s for s in range(n) if seen[s] >= cutoff]
+                    meta[t] = b"".join([m[s * META_LEN : (s + 1) * META_LEN] for s in keep])
+                    addrs[t] = b"".join([a[s * w : (s + 1) * w] for s in keep])
+                    n = len(keep)
+                counts[t] = n
+                used += n
             if not used:
                 continue
             xs, xl = _extras(meta)
-            built[rec.info_hash] = (rec.downloaded, addrs, meta, xs, xl)
-            peers += used
-        self._epoch = self._clock() - now
-        totals = self.totals
-        for ih, (downloaded, addrs, meta, xs, xl) in built.items():
-            used = sum(len(m) for m in meta) // META_LEN
+            b, o = self.tiny.find(ih)
+            if o >= 0 or ih in self.swarms:
+                raise ValueError("the same swarm twice")
             if used > _SMALL:
-                self.swarms[ih] = Swarm.build(totals, downloaded, addrs, meta, xs, xl)
-                continue
-            for t in range(TABLES):
-                totals[t] += len(meta[t]) // META_LEN
-            p = pack(downloaded, addrs, meta, xs, xl)
-            if used == 1:
-                b, o = self.tiny.find(ih)
-                self._tiny_put(b, o, ih, p)
+                self.swarms[ih] = Swarm.build(totals, rec.downloaded, addrs, meta, xs, xl)
             else:
-                self.swarms[ih] = p
-        self._dict_peak = len(self.swarms)
-        self._dirty = True
-        return len(built), peers
+                for t in range(TABLES):
+                    totals[t] += counts[t]
+                head = bytes(counts) + bytes((xs, xl)) + _U64.pack(rec.downloaded)
+                p = b"".join([head, *meta, *addrs])
+                if used == 1:
+                    self._tiny_put(b, o, ih, p)
+                else:
+                    self.swarms[ih] = p
+            swarms += 1
+            peers += used
+        return swarms, peers
 
     # --- operations ----------------------------------------------------------------------------
 
