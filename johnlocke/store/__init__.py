@@ -248,7 +248,8 @@ class Store(Protocol):
 
         An unknown swarm, peer or record is not an error (zeros or the current counts come back).
         A peer_id whose record is from another IP, sent without its key, is refused with
-        ``ClientError`` and stays. The peer's records in other families stay.
+        ``ClientError`` and stays. The peer's records in other families stay. An address of no
+        family is a ``ValueError``, as in ``announce``.
         """
         ...
 

@@ -93,7 +93,15 @@ from struct import Struct
 from typing import NamedTuple
 
 from johnlocke.errors import ClientError
-from johnlocke.store import ADDR_LEN, TABLES, Candidate, Pick, StoreStats, SwarmNotFound
+from johnlocke.store import (
+    ADDR_LEN,
+    FAMILY_BY_LEN,
+    TABLES,
+    Candidate,
+    Pick,
+    StoreStats,
+    SwarmNotFound,
+)
 
 _META = Struct("<20sII")  # peer_id, last_seen, key_hash
 _SEEN_KEY = Struct("<II")
@@ -112,7 +120,7 @@ _BIG_ENDIAN = sys.byteorder == "big"
 _W = (ADDR_LEN[0], ADDR_LEN[0], ADDR_LEN[1], ADDR_LEN[1], ADDR_LEN[2], ADDR_LEN[2])  # per table
 _IP_LEN = (4, 16, 8)  # per family: the part of the address the key rule and per-IP limits see
 # The family of an address, by its length (-1: no family).
-_FAMILY = {6: 0, 18: 1, 8: 2}
+_FAMILY = FAMILY_BY_LEN
 
 # --- packed swarms --------------------------------------------------------------------------
 _HDR = 16  # counts (6 x u8), xs, xl, downloaded (u64)
@@ -1705,19 +1713,18 @@ class MemoryStore:
         """The swarms that have IPv4 or IPv6 records, as batches of copies, for a snapshot.
 
         A batch is a flat list of ``DUMP_FIELDS`` items per swarm: info_hash, downloaded, then the
-        ``addrs`` and ``meta`` columns of tables 0 to 3 (copies: ``bytes``, or for a column over 1
-        MiB an anonymous ``mmap`` holding the copy; WebRTC records are not dumped);
-        ``dumped_records`` reads one as ``SwarmRecord``s. Flat on purpose: bytes and ints are not
-        tracked by the garbage collector, so a snapshot in progress (whose batches live while a
-        thread writes them) adds no long-lived containers that would trigger a full collection.
+        ``addrs`` and ``meta`` columns of tables 0 to 3 (copies: ``bytes``, or for a huge swarm
+        ``memoryview``s of a private mapping; WebRTC records are not dumped); ``dumped_records``
+        reads one as ``SwarmRecord``s. Flat on purpose: bytes and ints are not tracked by the
+        garbage collector, so a snapshot in progress (whose batches live while a thread writes
+        them) adds no long-lived containers that would trigger a full collection.
 
         A batch holds at most ``max_swarms`` swarms and, unless one swarm alone is larger, about
-        ``max_peers`` records, and is closed after a few milliseconds' work: producing one holds
-        the event loop no longer than that. The
-        caller may yield between batches; each swarm is copied whole, as it is at that moment.
-        Swarms created after the first batch are left for the next snapshot. An empty batch is
-        a breather (the memory for a huge swarm's copy is being prepared): the caller should
-        let the event loop run, and ask for the next.
+        ``max_peers`` records, and is closed after a few milliseconds' work: producing one holds the
+        event loop no longer than that. The caller may yield between batches; each swarm is copied
+        whole, as it is at that moment. Swarms created after the first batch are left for the next
+        snapshot. An empty batch is a breather (the memory for a huge swarm's copy is being
+        prepared): the caller should let the event loop run, and ask for the next.
         """
         self._frozen += 1
         try:
