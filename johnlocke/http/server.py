@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -557,8 +558,11 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
-async def start(app: web.Application, config: Config) -> web.AppRunner:
-    """Listen on every configured address; raise OSError if none could be bound."""
+async def start(
+    app: web.Application, config: Config, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Listen on every configured address (over TLS with ``ssl_context``, see
+    ``johnlocke.http.tls``); raise OSError if none could be bound."""
     _raise_open_file_limit(config.http.max_connections)
     limits = _Limits(config.http.max_connections, config.http.request_timeout)
     runner = _GuardedRunner(app, limits, **runner_options(config))
@@ -566,7 +570,9 @@ async def start(app: web.Application, config: Config) -> web.AppRunner:
     bound = []
     errors = []
     for host in config.http.host:
-        site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, host, config.http.port, reuse_address=True, ssl_context=ssl_context
+        )
         try:
             await site.start()
         except OSError as exc:
