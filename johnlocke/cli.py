@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -248,15 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     else:
         runner = asyncio.Runner()
+    # Absolute before --daemon moves to "/".
+    pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
     try:
-        if args.pidfile:
-            detach.check_pidfile(args.pidfile)
+        if pidfile:
+            detach.check_pidfile(pidfile)
         if args.daemon:
             detach.detach(args.logfile)
         elif args.logfile:
             detach.use_logfile(args.logfile)
-        if args.pidfile:
-            detach.write_pidfile(args.pidfile)
+        if pidfile:
+            detach.write_pidfile(pidfile)
     except detach.DetachError as exc:
         return _fail(exc)
     try:

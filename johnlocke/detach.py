@@ -61,9 +61,9 @@ def check_pidfile(path: str) -> None:
 
 
 def write_pidfile(path: str) -> None:
-    """Write this process's pid to ``path`` (exclusively); removed again by ``cleanup()``."""
+    """Write this process's pid to ``path`` (exclusively, and absolute: the daemon is in "/");
+    removed again by ``cleanup()``."""
     global _pidfile
-    path = os.path.abspath(path)
     for _ in range(2):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
