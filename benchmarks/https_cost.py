@@ -105,6 +105,11 @@ def fill(srv: bl.Server, started: list[str], client: ssl.SSLContext) -> None:
         raise SystemExit(f"{srv.name}: filling failed ({st.answered} answered): {bad[:3]}")
 
 
+def per_cpu(summary: dict) -> float | None:
+    cpu = summary.get("server_cpu_pct")
+    return summary["rps"] / (cpu / 100) if summary.get("rps") and cpu else None
+
+
 def main() -> int:
     args = parse_args()
     if bl.ensure_command("wrk", "wrk", not args.no_install) is None:
@@ -164,6 +169,7 @@ def main() -> int:
     print(
         f"{'scenario':<15} {'server':<19} {'answers/s':>10} {'rounds':>24} {'p99 ms':>7}"
         f" {'bad':>4} {'sockerr':>7} {'srv cpu':>7} {'wrk cpu':>7} {'vs http':>8}"
+        f" {'per cpu-s':>10} {'vs http':>8}"
     )
     doc: dict = {"args": vars(args), "git": throughput.git_describe(), "scenarios": {}}
     for sc in SCENARIOS:
@@ -173,10 +179,13 @@ def main() -> int:
             if s.get("rps") is None:
                 print(f"{sc:<15} {name:<19} failed: {s.get('error')}")
                 continue
-            plain = "http-uvloop" if name.endswith("uvloop") else "http"
-            base = summaries.get(plain, {}).get("rps")
-            rel = s["rps"] / base if base else None
+            plain = summaries.get("http-uvloop" if name.endswith("uvloop") else "http", {})
+            rel = s["rps"] / plain["rps"] if plain.get("rps") else None
             s["vs_http"] = rel
+            # Answers per CPU second of the daemon: what the machine's other load cannot skew.
+            s["per_cpu_s"] = per_cpu(s)
+            cpu_rel = s["per_cpu_s"] / per_cpu(plain) if s["per_cpu_s"] and per_cpu(plain) else None
+            s["per_cpu_s_vs_http"] = cpu_rel
             rounds = "/".join(str(x) for x in s["rps_rounds"])
             print(
                 f"{sc:<15} {name:<19} {s['rps']:>10,.0f} {rounds:>24} {s['p99_ms']:>7.1f}"
@@ -184,6 +193,8 @@ def main() -> int:
                 f" {throughput.fmt(s['server_cpu_pct'], '.0f'):>6}%"
                 f" {throughput.fmt(s['wrk_cpu_pct'], '.0f'):>6}%"
                 f" {throughput.fmt(rel, '.2f'):>7}x"
+                f" {throughput.fmt(s['per_cpu_s'], ',.0f'):>10}"
+                f" {throughput.fmt(cpu_rel, '.2f'):>7}x"
             )
             if (s.get("wrk_cpu_pct") or 0) >= 90:
                 print(f"  note: wrk used {s['wrk_cpu_pct']:.0f}% of its core: it may be the limit")

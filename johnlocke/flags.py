@@ -137,18 +137,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides of the configuration file (the key each one sets is in brackets)"
     )
     for flag in FLAGS:
+        if flag.metavar is None:
+            takes: dict[str, Any] = {"nargs": 0}
+            where = f'{flag.where} = "{flag.value}"'
+        else:
+            takes, where = {"metavar": flag.metavar, "type": flag.type}, flag.where
         group.add_argument(
             *flag.names,
             dest="overrides",
             action=_Record,
             flag=flag,
-            nargs=0 if flag.metavar is None else None,
-            metavar=flag.metavar,
-            type=None if flag.metavar is None else flag.type,
             default=[],
-            help=f"{flag.help} ({flag.where}"
-            + ("" if flag.metavar else f' = "{flag.value}"')
-            + ")",
+            help=f"{flag.help} ({where})",
+            **takes,
         )
 
 
