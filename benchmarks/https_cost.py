@@ -13,7 +13,9 @@ keep-alive connections), then ``wrk`` (core 0) replays libtorrent-style re-annou
 (``Connection: close``: a full TCP and TLS handshake per announce, as a client that does not
 keep the connection between announces pays), and 64 keep-alive connections. The daemons are
 measured alternately, round by round in rotated order, and the median is reported, with the
-ratio HTTPS / HTTP on the same event loop. Figures also go to benchmarks/results/.
+ratio HTTPS / HTTP on the same event loop, both in answers per second and in answers per CPU
+second of the daemon (from /proc; on a shared machine the steadier of the two). Figures also go
+to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -105,9 +107,14 @@ def fill(srv: bl.Server, started: list[str], client: ssl.SSLContext) -> None:
         raise SystemExit(f"{srv.name}: filling failed ({st.answered} answered): {bad[:3]}")
 
 
-def per_cpu(summary: dict) -> float | None:
-    cpu = summary.get("server_cpu_pct")
-    return summary["rps"] / (cpu / 100) if summary.get("rps") and cpu else None
+def per_cpu(rounds: list[dict]) -> float | None:
+    """The median over rounds of answers per CPU second of the daemon."""
+    rates = [
+        r["rps"] / (r["server_cpu_pct"] / 100)
+        for r in rounds
+        if r.get("ok") and r.get("server_cpu_pct")
+    ]
+    return statistics.median(rates) if rates else None
 
 
 def main() -> int:
@@ -179,12 +186,14 @@ def main() -> int:
             if s.get("rps") is None:
                 print(f"{sc:<15} {name:<19} failed: {s.get('error')}")
                 continue
-            plain = summaries.get("http-uvloop" if name.endswith("uvloop") else "http", {})
+            plain_name = "http-uvloop" if name.endswith("uvloop") else "http"
+            plain = summaries.get(plain_name, {})
             rel = s["rps"] / plain["rps"] if plain.get("rps") else None
             s["vs_http"] = rel
-            # Answers per CPU second of the daemon: what the machine's other load cannot skew.
-            s["per_cpu_s"] = per_cpu(s)
-            cpu_rel = s["per_cpu_s"] / per_cpu(plain) if s["per_cpu_s"] and per_cpu(plain) else None
+            # Answers per CPU second of the daemon: what the machine's other load skews least.
+            s["per_cpu_s"] = per_cpu(results[sc][name])
+            base = per_cpu(results[sc].get(plain_name, []))
+            cpu_rel = s["per_cpu_s"] / base if s["per_cpu_s"] and base else None
             s["per_cpu_s_vs_http"] = cpu_rel
             rounds = "/".join(str(x) for x in s["rps_rounds"])
             print(
