@@ -64,7 +64,7 @@ def empty_cwd(tmp_path, monkeypatch):
         (["--verbose"], {("log", "level"): "debug"}),
         (["-vv"], {("log", "level"): "debug"}),
         (["--open"], {}),  # the default already
-        (["--locked", "--dir", "t"], None),  # checked below
+        (["--locked", "--dir", "t"], None),  # listed, and the folder under the working directory
     ],
 )
 def test_each_flag_sets_the_one_key_it_stands_for(argv, expected, empty_cwd):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -152,6 +153,20 @@ def test_sighup_swaps_the_certificate_keeping_connections_and_swarms(tmp_path, c
         assert get(old_conn, announce_path(6))[b"complete"] == 7
         for conn in (old_conn, new_conn, check):
             conn.close()
+
+
+def test_a_silent_connection_is_closed_within_request_timeout(tmp_path, ca):
+    """A client that never starts its TLS handshake is dropped after [http] request_timeout,
+    as it would be over plain HTTP (asyncio alone would wait 60 s)."""
+    issue(ca, tmp_path)
+    with run_daemon(TLS + "request_timeout = 1\n", workdir=tmp_path, scheme="https") as d:
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as silent:
+            t0 = time.monotonic()
+            assert silent.recv(100) == b""  # closed by the tracker
+            assert time.monotonic() - t0 < 5
+        conn = connect(d, client_context(ca))  # a real client still gets in
+        assert b"failure reason" not in get(conn, announce_path(1))
+        conn.close()
 
 
 def test_the_certificate_may_hold_its_key(tmp_path, ca):

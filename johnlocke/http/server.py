@@ -61,6 +61,7 @@ from johnlocke import status_page
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
+from johnlocke.http import tls
 from johnlocke.logs import ACCESS_LOGGER, mask
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
@@ -570,9 +571,13 @@ async def start(
     bound = []
     errors = []
     for host in config.http.host:
-        site = web.TCPSite(
-            runner, host, config.http.port, reuse_address=True, ssl_context=ssl_context
-        )
+        site: web.BaseSite
+        if ssl_context is None:
+            site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        else:
+            site = tls.Site(
+                runner, host, config.http.port, ssl_context, config.http.request_timeout
+            )
         try:
             await site.start()
         except OSError as exc:

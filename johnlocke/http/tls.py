@@ -6,14 +6,23 @@ the certificate it was set up with, so a renewed certificate drops no connection
 A new pair is loaded into a scratch context first, so a missing, unreadable, malformed,
 encrypted or mismatched file is refused with the running certificate left as it was; every
 refusal names the key (``[http] tls_cert`` or ``tls_key``) and the file.
+
+The connection guard of ``johnlocke.http.server`` sees a TLS connection only once its handshake
+is done, and asyncio gives a handshake 60 seconds: a client that connects and sends nothing would
+hold its socket that long, uncounted. ``Site`` gives the handshake ``[http] request_timeout``
+instead (aiohttp's ``TCPSite`` has no setting for it); the guard's own deadline for the first
+request starts after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
 from pathlib import Path
+
+from aiohttp import web
 
 from johnlocke.config import Config, ConfigError, HttpConfig
 
@@ -91,3 +100,39 @@ class Certificate:
         _load(self.context, http)
         self.http = http
         log.info("TLS certificate reloaded from %s", http.tls_cert)
+
+
+class Site(web.BaseSite):
+    """A TLS listener on one address whose handshakes must finish within ``handshake_timeout``."""
+
+    __slots__ = ("_host", "_port", "_handshake_timeout")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host = host
+        self._port = port
+        self._handshake_timeout = handshake_timeout
+
+    @property
+    def name(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"https://{host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server,  # type: ignore[arg-type]
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=True,
+            ssl_handshake_timeout=self._handshake_timeout,
+        )
