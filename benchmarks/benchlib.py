@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -719,13 +720,14 @@ async def fetch_all(
     keepalive: bool = True,
     source_ip: str | None = None,
     timeout: float = 600.0,
+    tls: ssl.SSLContext | None = None,
 ) -> FetchStats:
     """GET every path once, ``connections`` at a time; ``on_answer(index, status, body)``.
 
     Keep-alive connections pipeline up to ``depth`` requests; without keep-alive every request
     gets its own connection (``Connection: close``). An answer that never comes is sent again
     on a new connection (at most a few times), and the whole call is bounded by ``timeout``
-    (``timed_out`` is then set in the stats returned).
+    (``timed_out`` is then set in the stats returned). With ``tls``, over HTTPS.
     """
     host_hdr = f"Host: {HOST}:{port}\r\nUser-Agent: {USER_AGENT}\r\nAccept-Encoding: gzip\r\n"
     tail_hdr = "\r\n" if keepalive else "Connection: close\r\n\r\n"
@@ -749,7 +751,12 @@ async def fetch_all(
                         return
                     local = (source_ip, 0) if source_ip else None
                     reader, writer = await asyncio.open_connection(
-                        HOST, port, local_addr=local, limit=1 << 20
+                        HOST,
+                        port,
+                        local_addr=local,
+                        limit=1 << 20,
+                        ssl=tls,
+                        server_hostname=HOST if tls else None,
                     )
                     if pending:
                         writer.write(b"".join(build(i) for i in pending))

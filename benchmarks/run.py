@@ -257,6 +257,7 @@ def run_wrk(
     load_core: int | None,
     log_path: Path,
     our_pids: list[int],
+    scheme: str = "http",
 ) -> dict:
     argv = [
         "wrk",
@@ -277,7 +278,7 @@ def run_wrk(
         argv += ["-H", "Connection: close"]
     min_bytes = 6 * MIN_PEERS if kind == "announce" else 0
     argv += [
-        f"http://{bl.HOST}:{srv.port}",
+        f"{scheme}://{bl.HOST}:{srv.port}",
         "--",
         str(paths_file),
         kind,

@@ -14,7 +14,9 @@ The config is written to ``<workdir>/tracker.toml`` and the daemon is started wi
 ``sys.executable -m johnlocke --config PATH`` in ``workdir``. ``[http] host`` and ``port`` are
 filled in (127.0.0.1, port 0 by default) unless the config sets them; the port the daemon really
 bound is read from its ``listening on 127.0.0.1:PORT`` log line. A thread keeps draining stderr so
-the pipe never fills, and keeps every line.
+the pipe never fills, and keeps every line. ``toml_text=None`` runs it with no configuration
+file at all (``--host 127.0.0.1 --port N`` are passed as flags instead, unless ``args`` has them);
+``scheme="https"`` makes ``d.url`` an HTTPS one (the config must set ``[http] tls_cert``).
 
 Leaving the ``with`` block sends SIGTERM and asserts the daemon exits 0 within ``stop_timeout``
 seconds, unless the block already called ``d.stop()`` or ``d.kill()`` (and so saw the exit code).
@@ -49,10 +51,13 @@ class DaemonError(AssertionError):
 class Daemon:
     """A running ``johnlocke`` process. Build it with ``run_daemon``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], config_path: Path, workdir: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], config_path: Path, workdir: Path, scheme: str = "http"
+    ) -> None:
         self.proc = proc
         self.config_path = config_path
         self.workdir = workdir
+        self.scheme = scheme
         self.port: int = 0
         self.stopped = False  # set by stop()/kill(): the caller has seen the exit code
         self._lines: list[str] = []
@@ -63,8 +68,8 @@ class Daemon:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{HOST}:{self.port}"
+        """``http://127.0.0.1:PORT`` (or ``https://``; no trailing slash)."""
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     @property
     def announce_url(self) -> str:
@@ -174,7 +179,7 @@ def _with_listen_address(toml_text: str, port: int) -> str:
 
 @contextmanager
 def run_daemon(
-    toml_text: str = "",
+    toml_text: str | None = "",
     *,
     port: int = 0,
     workdir: str | os.PathLike[str] | None = None,
@@ -182,10 +187,12 @@ def run_daemon(
     start_timeout: float = 10.0,
     stop_timeout: float = 5.0,
     env: dict[str, str] | None = None,
+    scheme: str = "http",
 ) -> Iterator[Daemon]:
     """Start ``python -m johnlocke --config <workdir>/tracker.toml`` and yield a ``Daemon``.
 
-    ``toml_text``: the configuration (``[http] host``/``port`` are added unless present).
+    ``toml_text``: the configuration (``[http] host``/``port`` are added unless present), or None
+    for no file at all.
     ``port``: the port to add (0 = any free one; pass an earlier ``d.port`` to restart in place).
     ``workdir``: where the config is written and the daemon runs (default: a fresh temp dir,
     removed afterwards); keep one across ``run_daemon`` calls to test restarts.
@@ -196,18 +203,23 @@ def run_daemon(
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         config_path = wd / "tracker.toml"
-        config_path.write_text(_with_listen_address(toml_text, port), encoding="utf-8")
+        if toml_text is None:
+            where = [] if "--host" in args else ["--host", HOST]
+            where += [] if "--port" in args else ["--port", str(port)]
+        else:
+            config_path.write_text(_with_listen_address(toml_text, port), encoding="utf-8")
+            where = ["--config", str(config_path)]
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "johnlocke", "--config", str(config_path), *args],
+            [sys.executable, "-m", "johnlocke", *where, *args],
             cwd=wd,
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        d = Daemon(proc, config_path, wd)
+        d = Daemon(proc, config_path, wd, scheme)
         try:
             d.port = int(d.wait_for_log(_LISTENING, start_timeout).group(1))
         except BaseException:

@@ -121,11 +121,39 @@ def test_unknown_strategy_stops_start_up(tmp_path):
 
 
 def test_default_config_path_is_tracker_toml_in_the_working_directory(tmp_path):
+    # No ./tracker.toml: the built-in defaults (an explicit missing --config is an error,
+    # tests/test_flags.py); with one, it is read.
     result = run_cli("--check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# built-in defaults (no ./tracker.toml, no --config): OK")
+    write(tmp_path, "[announce]\ninterval = 600\nmin_interval = 300\n")
+    result = run_cli("--check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# tracker.toml: OK")
+    assert tomllib.loads(result.stdout)["announce"]["interval"] == 600
+
+
+def test_every_problem_is_listed_at_once_each_naming_file_and_key(tmp_path):
+    path = write(
+        tmp_path,
+        "[announce]\nintervall = 60\n"
+        '[http]\nport = 70000\nhost = "localhots"\n'
+        '[access]\nmode = "private"\ntorrents_dir = "t"\n'
+        "[stats]\ntop = -1\n",
+    )
+    result = run_cli("--config", str(path), "--check-config")
     assert result.returncode == 1
-    assert "tracker.toml: no such file" in result.stderr
-    write(tmp_path, "")
-    assert run_cli("--check-config", cwd=tmp_path).returncode == 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"johnlocke: {path}: [http] host: 'localhots' does not appear to be an IPv4 or IPv6"
+        " address",
+        f"johnlocke: {path}: [http] port: Input should be less than or equal to 65535 (got 70000)",
+        f"johnlocke: {path}: [announce] intervall: unknown key (check the spelling against"
+        " tracker.toml)",
+        f'johnlocke: {path}: [access]: mode "private" needs a passkeys file',
+        f"johnlocke: {path}: [stats] top: Input should be greater than or equal to 0 (got -1)",
+    ]
 
 
 def test_version():

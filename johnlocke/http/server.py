@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from johnlocke import status_page
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
+from johnlocke.http import tls
 from johnlocke.logs import ACCESS_LOGGER, mask
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
@@ -557,8 +559,11 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
-async def start(app: web.Application, config: Config) -> web.AppRunner:
-    """Listen on every configured address; raise OSError if none could be bound."""
+async def start(
+    app: web.Application, config: Config, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Listen on every configured address (over TLS with ``ssl_context``, see
+    ``johnlocke.http.tls``); raise OSError if none could be bound."""
     _raise_open_file_limit(config.http.max_connections)
     limits = _Limits(config.http.max_connections, config.http.request_timeout)
     runner = _GuardedRunner(app, limits, **runner_options(config))
@@ -566,7 +571,13 @@ async def start(app: web.Application, config: Config) -> web.AppRunner:
     bound = []
     errors = []
     for host in config.http.host:
-        site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        site: web.BaseSite
+        if ssl_context is None:
+            site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        else:
+            site = tls.Site(
+                runner, host, config.http.port, ssl_context, config.http.request_timeout
+            )
         try:
             await site.start()
         except OSError as exc:
