@@ -8,6 +8,7 @@ file, the key and what was expected; the CLI prints it and exits without a trace
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
@@ -24,6 +25,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# "auto" for [http] max_connections_per_ip: this share of max_connections.
+AUTO_PER_IP_SHARE = 8
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class HttpConfig(_Section):
     host: list[str] = Field(default_factory=lambda: ["0.0.0.0", "::"])
     port: int = Field(default=6969, ge=0, le=65535)
@@ -34,6 +40,31 @@ class HttpConfig(_Section):
     # A new connection must deliver its first complete request head within this many seconds.
     request_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=4096, ge=1)
+    # Most connections one address (an IPv6 /64) may hold; "auto" is an eighth of the cap.
+    max_connections_per_ip: Literal["auto"] | int = "auto"
+    # The one forwarding header believed from trusted_proxies.
+    real_ip_header: str = "X-Forwarded-For"
+
+    @property
+    def connections_per_ip(self) -> int:
+        """The per-address connection limit in effect (0: none)."""
+        if self.max_connections_per_ip == "auto":
+            return max(1, self.max_connections // AUTO_PER_IP_SHARE)
+        return self.max_connections_per_ip
+
+    @field_validator("max_connections_per_ip", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError('must be "auto" (an eighth of max_connections) or a number (0: no limit)')
+
+    @field_validator("real_ip_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError('must be a header name, such as "X-Forwarded-For" or "X-Real-IP"')
+        return value
 
     @field_validator("host", mode="before")
     @classmethod
