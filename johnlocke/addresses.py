@@ -44,20 +44,21 @@ def address_group(packed: bytes) -> bytes:
 
 def _hop(text: str) -> IPv4Address | IPv6Address | None:
     """One hop of a forwarding header: an address, possibly with a port (some proxies add it:
-    ``192.0.2.1:4711``, ``[2001:db8::1]:4711``)."""
+    ``192.0.2.1:4711``, ``[2001:db8::1]:4711``); None if it is neither."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, close, port = text[1:].partition("]")
+        if not close or (port and port[:1] != ":"):
+            return None
+        port = port[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if port and not port.isdigit():
+        return None
     try:
-        addr = ip_address(text)
+        addr = ip_address(host)
     except ValueError:
-        if text.startswith("["):
-            text = text[1:].partition("]")[0]
-        elif text.count(":") == 1:
-            text = text.partition(":")[0]
-        else:
-            return None
-        try:
-            addr = ip_address(text)
-        except ValueError:
-            return None
+        return None
     if addr.version == 6 and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
