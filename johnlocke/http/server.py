@@ -570,13 +570,14 @@ class _Guard(asyncio.Protocol):
         """aiohttp has written an answer: the connection waits for its next request."""
         if self.transport is None:
             return
-        idle = self.limits.idle
-        if self.state == _IDLE:
-            del idle[self]  # a pipelined request answered: idle since now, not since before
-        elif self.state == _NEW:
-            self._release_timer()  # answered before its head was complete: an error
+        if self.state:
+            if self.state == _IDLE:
+                # A pipelined request answered: idle since now, not since the one before.
+                del self.limits.idle[self]
+            else:
+                self._release_timer()  # answered before its head was complete: an error
         self.state = _IDLE
-        idle[self] = None
+        self.limits.idle[self] = None
 
     def _watch(self, data: bytes) -> None:
         buf = self.tail + data
@@ -673,7 +674,7 @@ class _Handler(web.RequestHandler):
     def log_access(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
     ) -> None:
-        super().log_access(request, response, time)
+        web.RequestHandler.log_access(self, request, response, time)
         self.guard.answered()
 
 
@@ -686,13 +687,15 @@ def _http1(make: Any) -> Any:
     1.0 (the least it speaks) for 0.9, which had no status line at all.
     """
 
-    def factory(message: Any, *args: Any) -> web.BaseRequest:
+    def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
         version = message.version
-        if version > HttpVersion11:
-            message = message._replace(version=HttpVersion11)
-        elif version < HttpVersion10:
-            message = message._replace(version=HttpVersion10)
-        return make(message, *args)  # type: ignore[no-any-return]
+        # aiohttp's C parser hands out its HttpVersion10/11 objects: one identity test.
+        if version is not HttpVersion11 and version is not HttpVersion10:
+            if version > HttpVersion11:
+                message = message._replace(version=HttpVersion11)
+            elif version < HttpVersion10:
+                message = message._replace(version=HttpVersion10)
+        return make(message, payload, protocol, writer, task)
 
     return factory
 
