@@ -59,27 +59,38 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def per_chunk_ns() -> tuple[float, float]:
+class _Inner:
+    """A no-op stand-in for aiohttp's handler."""
+
+    def connection_made(self, transport):
+        pass
+
+    def data_received(self, data):
+        pass
+
+
+class _Transport:
+    def close(self):
+        pass
+
+
+def _served_guard(idle: bool):
+    """A guard whose connection has had its first request: busy with it, or answered (idle)."""
     from johnlocke.http.server import _Guard, _Limits
 
-    class Inner:
-        def connection_made(self, transport):
-            pass
-
-        def data_received(self, data):
-            pass
-
-    class Transport:
-        def close(self):
-            pass
-
     async def build():
-        guard = _Guard(_Limits(10, 60.0), Inner)
-        guard.connection_made(Transport())
+        guard = _Guard(_Limits(10, 60.0), _Inner)
+        guard.connection_made(_Transport())
         guard.data_received(b"GET / HTTP/1.1\r\n\r\n")  # the first request is complete
+        if idle:
+            guard.answered()
         return guard
 
-    guard = asyncio.run(build())
+    return asyncio.run(build())
+
+
+def per_chunk_ns() -> tuple[float, float]:
+    guard = _served_guard(idle=False)
     inner = guard.inner
     data = b"x" * 400
     n = 2_000_000
@@ -92,27 +103,9 @@ def per_request_ns() -> tuple[float, float, float, float]:
     """(idle -> busy -> idle through the guard, the bare chunk; version check, bare factory)."""
     from aiohttp.http import HttpVersion11
 
-    from johnlocke.http.server import _Guard, _http1, _Limits
+    from johnlocke.http.server import _http1
 
-    class Inner:
-        def connection_made(self, transport):
-            pass
-
-        def data_received(self, data):
-            pass
-
-    class Transport:
-        def close(self):
-            pass
-
-    async def build():
-        guard = _Guard(_Limits(10, 60.0), Inner)
-        guard.connection_made(Transport())
-        guard.data_received(b"GET / HTTP/1.1\r\n\r\n")
-        guard.answered()  # served once: idle
-        return guard
-
-    guard = asyncio.run(build())
+    guard = _served_guard(idle=True)
     inner = guard.inner
     data = b"x" * 400
 
