@@ -670,6 +670,7 @@ class _Handler(web.RequestHandler):
     """
 
     __slots__ = ("guard",)
+    guard: _Guard
 
     def log_access(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
