@@ -72,6 +72,8 @@ port = 0
 event_loop = "{args.loop}"
 request_timeout = {REQUEST_TIMEOUT}
 max_connections = {args.max_connections}
+# Every simulated client comes from 127.0.0.1: no per-address limit.
+max_connections_per_ip = 0
 
 [announce]
 allow_ip_param = true

@@ -28,6 +28,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# "auto" for [http] max_connections_per_ip: this share of max_connections.
+AUTO_PER_IP_SHARE = 8
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class HttpConfig(_Section):
     host: list[str] = Field(default_factory=lambda: ["0.0.0.0", "::"])
     port: int = Field(default=6969, ge=0, le=65535)
@@ -42,6 +47,31 @@ class HttpConfig(_Section):
     # the key is in the tls_cert file.
     tls_cert: str = ""
     tls_key: str = ""
+    # Most connections one address (an IPv6 /64) may hold; "auto" is an eighth of the cap.
+    max_connections_per_ip: Literal["auto"] | int = "auto"
+    # The one forwarding header believed from trusted_proxies.
+    real_ip_header: str = "X-Forwarded-For"
+
+    @property
+    def connections_per_ip(self) -> int:
+        """The per-address connection limit in effect (0: none)."""
+        if self.max_connections_per_ip == "auto":
+            return max(1, self.max_connections // AUTO_PER_IP_SHARE)
+        return self.max_connections_per_ip
+
+    @field_validator("max_connections_per_ip", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError('must be "auto" (an eighth of max_connections) or a number (0: no limit)')
+
+    @field_validator("real_ip_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError('must be a header name, such as "X-Forwarded-For" or "X-Real-IP"')
+        return value
 
     @field_validator("host", mode="before")
     @classmethod

@@ -291,8 +291,10 @@ class Access:
         self.networks: tuple[IPv4Network | IPv6Network, ...] = tuple(allow)
         self.token = config.stats.token.encode()
 
-    def allows(self, addr: IPv4Address | IPv6Address, token: str | None) -> bool:
-        if token and self.token and hmac.compare_digest(token.encode(), self.token):
+    def allows(self, addr: IPv4Address | IPv6Address, token: bytes | None) -> bool:
+        """From an allowed network, or with the token: the bytes as the client sent them,
+        compared in constant time (whatever they are: a header need not be text)."""
+        if token and self.token and hmac.compare_digest(token, self.token):
             return True
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped

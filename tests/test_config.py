@@ -53,6 +53,13 @@ def test_host_may_be_a_string(tmp_path):
     assert c.http.host == ["127.0.0.1"]
 
 
+def test_per_address_connection_limit_auto_is_an_eighth_of_the_cap(tmp_path):
+    assert load(write(tmp_path, "")).http.connections_per_ip == 512
+    assert load(write(tmp_path, "[http]\nmax_connections = 100\n")).http.connections_per_ip == 12
+    text = "[http]\nmax_connections = 100\nmax_connections_per_ip = 0\n"
+    assert load(write(tmp_path, text)).http.connections_per_ip == 0
+
+
 def test_config_is_frozen():
     with pytest.raises(Exception, match="frozen"):
         Config().announce.interval = 5  # type: ignore[misc]
@@ -71,6 +78,15 @@ def test_config_is_frozen():
         ("[announce]\nnumwant_default = 500\n", "numwant_default must not exceed numwant_max"),
         ("[announce]\npeer_timeout = 100\n", "peer_timeout must exceed interval"),
         ('[http]\nevent_loop = "tokio"\n', "[http] event_loop"),
+        (
+            '[http]\nmax_connections_per_ip = "half"\n',
+            '[http] max_connections_per_ip: must be "auto"',
+        ),
+        ("[http]\nmax_connections_per_ip = -1\n", "[http] max_connections_per_ip"),
+        (
+            '[http]\nreal_ip_header = "X Real IP"\n',
+            "[http] real_ip_header: must be a header",
+        ),
         ("[announce\n", "not valid TOML"),
     ],
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import esc
@@ -218,3 +220,29 @@ async def test_status_page_shows_numbers_and_plots_and_escapes_what_clients_sent
     # Self-contained: nothing is loaded from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert '<meta http-equiv="refresh"' in html
+
+
+async def test_a_client_cannot_pass_for_loopback_through_a_proxy_that_appends(tracker_client):
+    # HAProxy appends its own X-Forwarded-For line: the client's own line must not decide.
+    c = await tracker_client(http={"trusted_proxies": ["127.0.0.1/32"]})
+    forged = CIMultiDict([("X-Forwarded-For", "127.0.0.5"), ("X-Forwarded-For", "203.0.113.66")])
+    for path in ("/stats", "/metrics", "/"):
+        assert (await c.http.get(path, headers=forged)).status == 403
+
+
+async def test_a_token_that_is_not_text_is_refused_not_an_error(tracker_client, caplog):
+    c = await tracker_client(stats={"allow": [], "token": TOKEN})
+    port = c.http.server.port
+    for path in ("/stats", "/metrics", "/"):
+        for auth in (b"Bearer \xff\xfe", b"Bearer " + TOKEN.encode()[:-1] + b"\xe9"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % (path.encode(), auth)
+            )
+            status = (await reader.readline()).split()[1]
+            writer.close()
+            assert status == b"403", (path, auth)
+        bad = f"{path}?token=%ff%fe"
+        assert (await c.http.get(bad)).status == 403
+    assert (await c.http.get("/stats", headers={"Authorization": "Bearer " + TOKEN})).status == 200
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
