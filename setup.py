@@ -97,7 +97,8 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # CompileError, LinkError, a missing header: all the same here
             lines = str(exc).strip().splitlines()
-            self._pure(f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__)
+            why = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+            self._pure(why if len(why) <= 120 else why[:117] + "...")
             return
         self._write_manifest(cython_version)
 

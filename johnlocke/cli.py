@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from johnlocke import __version__, logs
+from johnlocke import __version__, compiled, logs
 from johnlocke.config import Config, ConfigError, dump, load
 from johnlocke.service import Service
 from johnlocke.strategy import StrategyLoadError, StrategySet
@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the configuration, print the effective settings and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    p.add_argument("--version", action="version", version=f"johnlocke {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"johnlocke {__version__}, {compiled.describe()}"
+    )
     return p
 
 
@@ -78,12 +80,13 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
         "status_page": s.page or None,
         "log_format": config.log.format,
         "access_log": config.log.access_log,
+        "build": compiled.BUILD,
     }
     text = (
         f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
         f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
         f" /stats, /metrics and {page} for {who}; access log"
-        f" {'on' if config.log.access_log else 'off'}"
+        f" {'on' if config.log.access_log else 'off'}; {compiled.describe()}"
     )
     return text, fields
 
