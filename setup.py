@@ -43,6 +43,7 @@ COMPILED = [
     "johnlocke/bittorrent.py",
     "johnlocke/http/codec.py",
     "johnlocke/tracker.py",
+    "johnlocke/strategy.py",
 ]
 
 DIRECTIVES = {
