@@ -12,8 +12,9 @@ announces once) they take turns, round by round, so both see the same machine. A
 every answer of the round is checked to carry peers. Printed: the median CPU per announce, every
 round, and the ratio to pure Python.
 
-``--baseline DIR`` adds a third process running the checkout in DIR as pure Python (for example
-``git worktree add /tmp/jl-main main``): the pure build before and after a change. Figures go to
+``--baseline DIR`` adds a process running the checkout in DIR as pure Python (for example
+``git worktree add /tmp/jl-main main``): the pure build before and after a change; ``--compare
+DIR`` one running DIR as it is built (compiled if it has its binaries). Figures go to
 ``benchmarks/results/inprocess-<time>.json``.
 """
 
@@ -135,6 +136,7 @@ def main() -> int:
     p.add_argument("--swarms", type=int, default=1000)
     p.add_argument("--peers", type=int, default=100)
     p.add_argument("--baseline", type=Path, help="another checkout, run as pure Python too")
+    p.add_argument("--compare", type=Path, help="another checkout, run as it is built")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -146,6 +148,8 @@ def main() -> int:
     runners = [Runner("compiled", bl.REPO, base, args), Runner("pure", bl.REPO, pure, args)]
     if args.baseline:
         runners.append(Runner("baseline", args.baseline.resolve(), pure, args))
+    if args.compare:
+        runners.append(Runner("compare", args.compare.resolve(), base, args))
     busy, top = bl.other_load()
     print(
         f"in-process announce: parse + Tracker.announce + encode, {args.swarms:,} swarms x"
@@ -184,7 +188,7 @@ def main() -> int:
     met = "MET" if compiled_us <= TARGET_US else "NOT MET"
     print(f"\n  target: compiled <= {TARGET_US:g} us per announce: {compiled_us:.2f} us, {met}")
     if args.baseline:
-        before = statistics.median(runners[2].rounds)
+        before = statistics.median(next(r for r in runners if r.label == "baseline").rounds)
         verdict = "MET" if pure_us <= before * 1.03 else "NOT MET"
         print(
             f"  target: pure no slower than before: {pure_us:.2f} us against {before:.2f} us"
@@ -195,7 +199,7 @@ def main() -> int:
         print(f"  INVALID: {bad} answers carried fewer than 50 peers")
     bl.RESULTS.mkdir(exist_ok=True)
     out = bl.RESULTS / f"inprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"args": vars(args) | {"baseline": str(args.baseline)},
+    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                "other_load": busy, "results": rows}, indent=1))  # fmt: skip
     print(f"  figures: {out.relative_to(bl.REPO)}")
     return 1 if bad else 0
