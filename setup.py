@@ -50,7 +50,7 @@ DIRECTIVES = {
     "language_level": 3,
     # Types come from the .pxd files only: the annotations are for readers and mypy.
     "annotation_typing": False,
-    # Python semantics wherever the .pxd does not ask for C: one source, one behaviour.
+    # Compiled functions introspect like Python ones (inspect.signature, __module__, __doc__).
     "binding": True,
     "embedsignature": True,
 }
