@@ -145,12 +145,12 @@ def main() -> int:
 
     base = {k: v for k, v in os.environ.items() if k not in ("JOHNLOCKE_NO_EXTENSIONS",)}
     pure = base | {"JOHNLOCKE_NO_EXTENSIONS": "1"}
+    busy, top = bl.other_load()  # before our own children start
     runners = [Runner("compiled", bl.REPO, base, args), Runner("pure", bl.REPO, pure, args)]
     if args.baseline:
         runners.append(Runner("baseline", args.baseline.resolve(), pure, args))
     if args.compare:
         runners.append(Runner("compare", args.compare.resolve(), base, args))
-    busy, top = bl.other_load()
     print(
         f"in-process announce: parse + Tracker.announce + encode, {args.swarms:,} swarms x"
         f" {args.peers} peers, numwant=50; {args.rounds} rounds of {args.announces:,}"
