@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from johnlocke import __version__, detach, flags, logs
+from johnlocke import __version__, compiled, detach, flags, logs
 from johnlocke.config import Config, ConfigError, dump
 from johnlocke.flags import Settings
 from johnlocke.service import Service
@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration, print the effective settings and exit",
     )
-    p.add_argument("--version", action="version", version=f"johnlocke {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"johnlocke {__version__}, {compiled.describe()}"
+    )
     flags.add_arguments(p)
     run = p.add_argument_group("running without systemd (see examples/johnlocke.service)")
     run.add_argument(
@@ -135,12 +137,13 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
         "status_page": s.page or None,
         "log_format": config.log.format,
         "access_log": config.log.access_log,
+        "build": compiled.BUILD,
     }
     text = (
         f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
         f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
         f" /stats, /metrics and {page} for {who}; access log"
-        f" {'on' if config.log.access_log else 'off'}"
+        f" {'on' if config.log.access_log else 'off'}; {compiled.describe()}"
     )
     return text, fields
 

@@ -44,7 +44,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from johnlocke import __version__
+from johnlocke import __version__, compiled
 from johnlocke.config import Config
 from johnlocke.service import cancel_task
 from johnlocke.store import Store, StoreStats
@@ -463,6 +463,7 @@ class StatsService:
         clients = sorted(st.clients.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
         doc: dict[str, Any] = {
             "version": __version__,
+            "build": compiled.BUILD,
             "time": self._wall(),
             "uptime_seconds": round(self._clock() - st.started_at, 3),
             "rss_bytes": rss_bytes(),
@@ -615,6 +616,13 @@ class _Collector:
                 "Seconds since the last state snapshot was written.",
                 svc._wall() - st.snapshot_time,
             )
-        info = InfoMetricFamily("johnlocke_build", "The tracker's version and strategy.")
-        info.add_metric([], {"version": __version__, "strategy": svc.config.strategy.name})
+        info = InfoMetricFamily("johnlocke_build", "The tracker's version, build and strategy.")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "build": compiled.BUILD,
+                "strategy": svc.config.strategy.name,
+            },
+        )
         yield info
