@@ -1,0 +1,839 @@
+"""The Redis swarm store: one swarm registry shared by every tracker process and machine.
+
+Theory of operation
+-------------------
+Each announce is one call of one server-side function (``redis_store.lua``, a Redis Functions
+library, called with FCALL):
+the upsert (key protection, the role move, the completion counted once, the ``[limits]``
+options), the counts, and a bounded random pool of the announcer's family's peers come back in
+one reply, from which a ``RedisView`` serves the strategy without another round trip.
+
+Keys. A swarm is a handful of keys sharing the hash tag ``{<hex info_hash>}``, so it lives in
+one Cluster slot and one script can touch all of it::
+
+    P{hex}:m      hash: c, i (distinct seeders and leechers), d (downloaded), e (TTL refresh time)
+    P{hex}:0..5   hashes, one per table (family << 1 | leecher): peer_id -> record
+    P{hex}:z      sorted set: family tag + peer_id, scored by last_seen (for bounded sweeps)
+    P{hex}:a      hash: peers per IP (/64 for IPv6), only in swarms where max_per_ip was used
+
+A record is ``addr + u32 last_seen + u32 key`` (little-endian; the key's top two bits are the
+hybrid hashes the peer used, as in the memory store): 14 bytes for IPv4. Small hashes and sorted
+sets are listpacks, which keeps a peer near 60-70 bytes plus its swarm's share of the keys.
+
+A peer is its peer_id: it has at most one record per family, and its role is the peer's, so a
+role change moves all its records; ``c``/``i`` count peers, the store-wide totals count records.
+
+Totals. ``stats()`` must be cheap, so scripts keep counters: per *bucket* a hash ``P#...:n``
+(``s`` swarms, ``0``..``5`` records per table) and a registry ``P#...:r`` (info_hash -> record
+counts per table). Without Cluster there is one bucket (``P#:``); with Cluster a bucket per slot,
+tagged so that it shares the swarm's slot (a script may only touch one slot). Every swarm key
+carries a TTL (``peer_timeout`` plus margins) refreshed on announce, all of a swarm's keys with
+the same deadline, so an abandoned swarm disappears whole even if no tracker sweeps; the registry
+remembers its record counts, so the next sweep (or the swarm's next announce) takes an expired
+swarm out of the totals exactly.
+
+Sweeps walk the registry in pages (HSCAN) and run the script's sweep step on each swarm, which
+removes at most ``_SWEEP_LIMIT`` stale records per call (ZRANGEBYSCORE on the last-seen scores).
+Scrape of many hashes is one pipelined batch of HMGETs; a full scrape and ``top_swarms`` page
+through the registry the same way.
+
+Round trips. redis-py's per-command path costs ~110 us of CPU per call here, mostly set-up
+around one small read and write; sending the announces that arrive together as one pipeline on a
+connection we hold costs ~10-20 us each. So calls go through ``_Batcher``: a call queues its
+packed command, and up to ``_WIDTH`` flushers send what is queued as one write and read the
+replies in order (redis-py's connections and hiredis parser underneath; Cluster uses redis-py's
+cluster pipeline, which groups commands by node and follows MOVED/ASK).
+
+Faults. Every call is bounded by ``timeout``; any Redis or connection error becomes
+``StoreUnavailable``, a ``ClientError`` that tells the client to come back later, and nothing
+else. Errors are counted (``errors``, ``/metrics``) and logged at most once a minute; a broken
+connection is dropped and the next call makes a new one, so the store recovers by itself when
+Redis is back, functions included ("Function not found" loads the library again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from struct import Struct
+from typing import Any
+
+from redis.asyncio import ConnectionPool
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
+
+from johnlocke.errors import ClientError
+from johnlocke.store import Candidate, Pick, StoreStats, SwarmNotFound
+from johnlocke.store.memory import runs, window
+
+log = logging.getLogger("johnlocke.store.redis")
+
+_SOURCE = resources.files("johnlocke.store").joinpath("redis_store.lua").read_text()
+# The library and its functions are named after a hash of the source: trackers of different
+# versions can share one Redis, each calling its own functions.
+_VERSION = hashlib.sha1(_SOURCE.encode()).hexdigest()[:12]
+LIBRARY = _SOURCE.replace("__LIBRARY__", f"johnlocke_{_VERSION}").replace(
+    "__PREFIX__", f"jl{_VERSION}_"
+)
+FN_ANNOUNCE, FN_REMOVE, FN_SWEEP, FN_DROP, FN_TOTALS = (
+    f"jl{_VERSION}_{name}".encode() for name in ("announce", "remove", "sweep", "drop", "totals")
+)
+
+UNAVAILABLE = "tracker temporarily unavailable (its swarm store is not answering); try again later"
+KEY_REFUSED = "peer_id is in use from another address (send the same key)"
+
+_FAMILY = {6: 0, 18: 1, 8: 2}  # address length -> family
+_WIDTHS = (6, 6, 18, 18, 8, 8)  # address length per table
+_KEY_MASK = (1 << 30) - 1
+_NUMS = Struct("<IIIIIBBBBB")  # now, key, hold, ttl, pool, cap, proto, seeder, completed, create
+_U32 = Struct("<I")
+_U32X2 = Struct("<II")
+_SWEEP_LIMIT = 1000  # stale records one sweep call removes at most (~1 ms of Redis time)
+_PAGE = 500  # swarms per page of a sweep, full scrape or top_swarms
+_WIDTH = 2  # flushers (connections) per store
+_MAX_BATCH = 128  # commands per pipeline
+_LOG_EVERY = 60.0  # seconds between two log lines about store errors
+_STATS_CACHE = 1.0  # seconds a Cluster stats() result is reused (it asks every node)
+
+
+class StoreUnavailable(ClientError):
+    """Redis did not answer in time, or refused: the client is asked to come back later."""
+
+    def __init__(self) -> None:
+        super().__init__(UNAVAILABLE)
+
+
+def _pack(*args: bytes) -> bytes:
+    """One command in RESP, as Redis reads it."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def _slot_tags() -> list[bytes]:
+    """For each Cluster slot, a short hash tag that maps to it (for the per-slot buckets)."""
+    tags: list[bytes | None] = [None] * 16384
+    left = 16384
+    n = 0
+    while left:
+        tag = b"%x" % n
+        s = key_slot(tag)
+        if tags[s] is None:
+            tags[s] = tag
+            left -= 1
+        n += 1
+    return tags  # type: ignore[return-value]
+
+
+class _Batcher:
+    """Queue calls and send them as pipelines: up to ``width`` batches in flight at once.
+
+    ``flush(items)`` sends a batch and returns one result (or exception object) per item.
+    """
+
+    def __init__(
+        self, flush: Callable[[list[Any]], Any], width: int = _WIDTH, max_batch: int = _MAX_BATCH
+    ) -> None:
+        self._flush = flush
+        self.width = width
+        self.max_batch = max_batch
+        self.queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.running = 0
+
+    def submit(self, item: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.queue.append((item, fut))
+        if self.running < self.width:
+            self.running += 1
+            loop.create_task(self._run())
+        return fut
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                batch = self.queue[: self.max_batch]
+                del self.queue[: self.max_batch]
+                try:
+                    results = await self._flush([item for item, _ in batch])
+                except BaseException as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception) else RedisError())
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self.running -= 1
+
+    def fail_all(self, exc: Exception) -> None:
+        queue, self.queue = self.queue, []
+        for _, fut in queue:
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+class _SingleLink:
+    """Pipelines of packed commands on connections held from redis-py (one Redis server)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.pool = ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=None,  # every batch runs under our own deadline instead
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.timeout = timeout
+        self.idle: list[Any] = []
+        self.batcher = _Batcher(self._flush)
+
+    async def _flush(self, packed: list[bytes]) -> list[Any]:
+        conn = self.idle.pop() if self.idle else self.pool.make_connection()
+        results: list[Any] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                if not conn.is_connected:
+                    await conn.connect()
+                await conn.send_packed_command(b"".join(packed), check_health=False)
+                for _ in packed:
+                    try:
+                        results.append(await conn.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
+        except BaseException:
+            # Replies may still be on their way: this connection can never be trusted again.
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
+        self.idle.append(conn)
+        return results
+
+    def call(self, *args: bytes) -> asyncio.Future[Any]:
+        return self.batcher.submit(_pack(*args))
+
+    async def close(self) -> None:
+        self.batcher.fail_all(RedisError("closed"))
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+        await self.pool.disconnect()
+
+
+class _ClusterLink:
+    """The same over redis-py's Redis Cluster client: its pipeline routes by slot."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.client = RedisCluster.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self.timeout = timeout
+        self.batcher = _Batcher(self._flush)
+        self._ready = False
+
+    async def _flush(self, commands: list[tuple[bytes, ...]]) -> list[Any]:
+        async with asyncio.timeout(self.timeout):
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
+            pipe = self.client.pipeline()
+            for args in commands:
+                pipe.execute_command(*args)
+            return await pipe.execute(raise_on_error=False)
+
+    def call(self, *args: bytes) -> asyncio.Future[Any]:
+        return self.batcher.submit(args)
+
+    async def close(self) -> None:
+        self.batcher.fail_all(RedisError("closed"))
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+
+class RedisView:
+    """One announcer's view of its swarm (``johnlocke.store.SwarmView``), from the script's
+    reply: the counts, and a uniform random pool of up to ``pool`` (+1) records per role of
+    the announcer's family, in two blobs of fixed-size records ``peer_id + addr + seen + key``.
+
+    ``count`` is the true number of peers; ``sample``, ``window`` and ``candidates`` draw from
+    the pool (the whole table when it is no larger than the pool), so a strategy asking for more
+    than ``pool`` peers of one role gets at most ``pool``.
+    """
+
+    __slots__ = (
+        "info_hash",
+        "peer_id",
+        "addr",
+        "complete",
+        "incomplete",
+        "downloaded",
+        "family",
+        "seeder",
+        "now",
+        "completed",
+        "updated",
+        "created",
+        "proto",
+        "table",
+        "sizes",
+        "blobs",
+        "skips",
+        "width",
+        "stride",
+    )
+
+    def __init__(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        reply: list[Any],
+        now: int,
+        proto: int,
+    ) -> None:
+        _, c, i, d, ns, nl, role, counted, updated, created, ps, pl = reply
+        w = len(addr)
+        fam = _FAMILY[w]
+        self.info_hash = info_hash
+        self.peer_id = peer_id
+        self.addr = addr
+        self.complete = c
+        self.incomplete = i
+        self.downloaded = d
+        self.family = fam
+        self.seeder = role == 0
+        self.now = now
+        self.completed = counted == 1
+        self.updated = updated == 1
+        self.created = created == 1
+        self.proto = proto
+        self.table = fam << 1 | role
+        self.sizes = (ns, nl)
+        self.blobs = (ps, pl)
+        self.width = w
+        stride = self.stride = 28 + w
+        # The announcer's own slot in its table's pool (the pool length if it is not there).
+        own = pl if role else ps
+        at = own.find(peer_id)
+        while at >= 0 and at % stride:
+            at = own.find(peer_id, at + 1)
+        skip = len(own) // stride if at < 0 else at // stride
+        self.skips = (len(ps) // stride, skip) if role else (skip, len(pl) // stride)
+
+    def count(self, seeders: bool) -> int:
+        r = 0 if seeders else 1
+        return self.sizes[r] - (r == (self.table & 1))
+
+    def sample(self, seeders: bool, k: int, rng: random.Random) -> list[Pick]:
+        r = 0 if seeders else 1
+        n = len(self.blobs[r]) // self.stride
+        return runs(self.family << 1 | r, n, self.skips[r], k, rng)
+
+    def window(self, seeders: bool, start: int, k: int) -> list[Pick]:
+        r = 0 if seeders else 1
+        n = len(self.blobs[r]) // self.stride
+        return window(self.family << 1 | r, n, self.skips[r], start, k)
+
+    def candidates(self, seeders: bool, limit: int, rng: random.Random) -> list[Candidate]:
+        found = self.describe(self.sample(seeders, limit, rng))
+        if self.proto:
+            return [c for c in found if self._speaks(c.pick[0], c.pick[1])]
+        return found
+
+    def _speaks(self, t: int, s: int) -> bool:
+        blob = self.blobs[t & 1]
+        key = _U32.unpack_from(blob, s * self.stride + 24 + self.width)[0]
+        return bool(key >> 30 & self.proto)
+
+    def describe(self, picks: list[Pick]) -> list[Candidate]:
+        out = []
+        w = self.width
+        stride = self.stride
+        for t, first, count in picks:
+            blob = self.blobs[t & 1]
+            seeder = not t & 1
+            for s in range(first, first + count):
+                o = s * stride
+                out.append(
+                    Candidate(
+                        (t, s, 1),
+                        blob[o + 20 : o + 20 + w],
+                        blob[o : o + 20],
+                        seeder,
+                        _U32.unpack_from(blob, o + 20 + w)[0],
+                    )
+                )
+        return out
+
+    def last_seen(self, picks: list[Pick]) -> list[int]:
+        out = []
+        off = 20 + self.width
+        stride = self.stride
+        for t, first, count in picks:
+            blob = self.blobs[t & 1]
+            for s in range(first, first + count):
+                out.append(_U32.unpack_from(blob, s * stride + off)[0])
+        return out
+
+    def compact(self, picks: list[Pick]) -> bytes:
+        w = self.width
+        stride = self.stride
+        proto = self.proto
+        out = []
+        for t, first, count in picks:
+            blob = self.blobs[t & 1]
+            o = first * stride + 20
+            end = o + count * stride
+            if not proto:
+                out += [blob[p : p + w] for p in range(o, end, stride)]
+                continue
+            for p in range(o, end, stride):
+                if _U32.unpack_from(blob, p + w + 4)[0] >> 30 & proto:
+                    out.append(blob[p : p + w])
+        return b"".join(out)
+
+    def peer_list(self, picks: list[Pick]) -> list[tuple[bytes, bytes]]:
+        out = []
+        w = self.width
+        stride = self.stride
+        proto = self.proto
+        for t, first, count in picks:
+            blob = self.blobs[t & 1]
+            for s in range(first, first + count):
+                o = s * stride
+                if proto and not _U32.unpack_from(blob, o + 24 + w)[0] >> 30 & proto:
+                    continue
+                out.append((blob[o + 20 : o + 20 + w], blob[o : o + 20]))
+        return out
+
+
+class RedisStore:
+    """Swarms in Redis (``johnlocke.store.Store``), shared by every process that uses the same
+    ``url`` and ``prefix``."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        cluster: bool = False,
+        prefix: str = "jl:",
+        timeout: float = 2.0,
+        pool: int = 200,
+        ttl: int = 3960 + 600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the prefix must not contain { or }")
+        self.url = url
+        self.cluster = cluster
+        self.prefix = prefix.encode()
+        self.timeout = timeout
+        self.pool = pool
+        self.ttl = ttl
+        self._clock = clock
+        self._link: _SingleLink | _ClusterLink = (
+            _ClusterLink(url, timeout) if cluster else _SingleLink(url, timeout)
+        )
+        self._tags = _slot_tags() if cluster else None
+        self._nums = _NUMS.pack
+        # Health, for /metrics and the log.
+        self.up: bool | None = None  # unknown until the first call
+        self.errors = 0
+        self._logged_at = -_LOG_EVERY
+        self._logged_errors = 0
+        self._last_stats = StoreStats(*([0] * len(StoreStats._fields)))
+        self._stats_at = -_STATS_CACHE
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # --- keys --------------------------------------------------------------------------------
+
+    def _keys(self, info_hash: bytes) -> tuple[bytes, bytes]:
+        """(the swarm's meta key, its bucket's counter key)."""
+        tag = info_hash.hex().encode()
+        meta = b"%b{%b}:m" % (self.prefix, tag)
+        if self._tags is None:
+            return meta, self.prefix + b"#:n"
+        return meta, b"%b#{%b}:n" % (self.prefix, self._tags[key_slot(tag)])
+
+    def _bucket_keys(self, suffix: bytes) -> list[bytes]:
+        if self._tags is None:
+            return [self.prefix + b"#:" + suffix]
+        return [b"%b#{%b}:%b" % (self.prefix, tag, suffix) for tag in self._tags]
+
+    # --- calls -------------------------------------------------------------------------------
+
+    def _fault(self, exc: BaseException) -> StoreUnavailable:
+        """Count and (at most once a minute) log a failed call; the error the client gets."""
+        self.errors += 1
+        was_up = self.up
+        self.up = False
+        now = time.monotonic()
+        if was_up is not False or now - self._logged_at >= _LOG_EVERY:
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if was_up is False:
+                log.error(
+                    "swarm store at %s still unavailable: %d failed calls in the last %d s"
+                    " (last: %s)",
+                    self._where(),
+                    self.errors - self._logged_errors,
+                    round(now - self._logged_at),
+                    what,
+                )
+            else:
+                log.error(
+                    "swarm store at %s unavailable (%s); announces and scrapes are answered"
+                    " 'temporarily unavailable' until it is back",
+                    self._where(),
+                    what,
+                )
+            self._logged_at = now
+            self._logged_errors = self.errors
+        return StoreUnavailable()
+
+    def _ok(self) -> None:
+        if self.up is not True:
+            if self.up is False:
+                log.warning(
+                    "swarm store at %s is back (%d failed calls meanwhile)",
+                    self._where(),
+                    self.errors - self._logged_errors + 1,
+                )
+            self.up = True
+
+    def _where(self) -> str:
+        url = self.url
+        if "@" in url:  # never log a password
+            scheme, _, rest = url.partition("://")
+            url = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return url
+
+    async def _call(self, *args: bytes) -> Any:
+        """One command through the batcher, bounded by the timeout; raises StoreUnavailable."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await self._link.call(*args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._fault(exc) from None
+        if isinstance(result, ResponseError):
+            raise self._fault(result)
+        if isinstance(result, Exception):  # redis-py's cluster pipeline hands some back
+            raise self._fault(result)
+        self._ok()
+        return result
+
+    async def _fcall(self, fn: bytes, meta: bytes, bucket: bytes, *args: bytes) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
+                if _not_loaded(result):  # a new or restarted Redis: load the library
+                    await self._load()
+                    result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._fault(exc) from None
+        if isinstance(result, Exception):
+            raise self._fault(result)
+        self._ok()
+        return result
+
+    async def _load(self) -> None:
+        """FUNCTION LOAD REPLACE on the server (every primary of a Cluster)."""
+        link = self._link
+        if isinstance(link, _ClusterLink):
+            if not link._ready:
+                await link.client.initialize()
+                link._ready = True
+            await link.client.execute_command(
+                "FUNCTION", "LOAD", "REPLACE", LIBRARY, target_nodes=RedisCluster.PRIMARIES
+            )
+            return
+        result = await link.call(b"FUNCTION", b"LOAD", b"REPLACE", LIBRARY.encode())
+        if isinstance(result, Exception):
+            raise result
+
+    async def _many(self, commands: Sequence[tuple[bytes, ...]]) -> list[Any]:
+        """Several commands at once (one pipeline when they are queued together)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                results = await asyncio.gather(*[self._link.call(*c) for c in commands])
+                if any(_not_loaded(r) for r in results):  # a restarted Redis
+                    await self._load()
+                    results = await asyncio.gather(*[self._link.call(*c) for c in commands])
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._fault(exc) from None
+        for r in results:
+            if isinstance(r, Exception):
+                raise self._fault(r)
+        self._ok()
+        return results
+
+    # --- Store -------------------------------------------------------------------------------
+
+    async def announce(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        seeder: bool,
+        key_hash: int,
+        completed_event: bool,
+        *,
+        hold: int = 0,
+        max_per_ip: int = 0,
+        create: bool = True,
+        proto: int = 0,
+    ) -> RedisView:
+        now = int(self._clock())
+        if key_hash > _KEY_MASK:
+            key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
+        meta, bucket = self._keys(info_hash)
+        reply = await self._fcall(
+            FN_ANNOUNCE,
+            meta,
+            bucket,
+            info_hash,
+            peer_id,
+            addr,
+            self._nums(
+                now,
+                key_hash,
+                hold,
+                self.ttl,
+                self.pool,
+                max_per_ip,
+                proto,
+                seeder,
+                completed_event,
+                create,
+            ),
+        )
+        code = reply[0]
+        if code:
+            if code == 1:
+                raise ClientError(KEY_REFUSED)
+            if code == 2:
+                raise ClientError(
+                    f"too many peers from your address in this torrent (at most {reply[1]})"
+                )
+            raise SwarmNotFound(info_hash)
+        return RedisView(info_hash, peer_id, addr, reply, now, proto)
+
+    async def remove(
+        self, info_hash: bytes, peer_id: bytes, addr: bytes, key_hash: int
+    ) -> tuple[int, int, int]:
+        if key_hash > _KEY_MASK:
+            key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1
+        meta, bucket = self._keys(info_hash)
+        reply = await self._fcall(
+            FN_REMOVE, meta, bucket, info_hash, peer_id, addr, _U32.pack(key_hash)
+        )
+        if reply[0]:
+            raise ClientError(KEY_REFUSED)
+        return reply[1], reply[2], reply[3]
+
+    async def scrape(self, info_hashes: list[bytes]) -> list[tuple[bytes, int, int, int]]:
+        if not info_hashes:
+            return []
+        replies = await self._many(
+            [(b"HMGET", self._keys(ih)[0], b"c", b"i", b"d") for ih in info_hashes]
+        )
+        return [(ih, *_counts(r)) for ih, r in zip(info_hashes, replies, strict=True)]
+
+    async def _registry_pages(self) -> Any:
+        """Every swarm the registry lists, a page of info_hashes (and record counts) at a time."""
+        for key in await self._registries():
+            cursor = b"0"
+            while True:
+                cursor, flat = await self._call(b"HSCAN", key, cursor, b"COUNT", b"%d" % _PAGE)
+                if flat:
+                    yield [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+                if cursor in (b"0", 0):
+                    break
+
+    async def _registries(self) -> list[bytes]:
+        if self._tags is None:
+            return self._bucket_keys(b"r")
+        # Only the buckets that exist, found on every node.
+        found: list[bytes] = []
+        pattern = self.prefix.replace(b"*", b"\\*").replace(b"?", b"\\?") + b"#{*}:r"
+        link = self._link
+        assert isinstance(link, _ClusterLink)
+        try:
+            async with asyncio.timeout(self.timeout * 10):
+                async for key in link.client.scan_iter(match=pattern, count=1000):
+                    found.append(key)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._fault(exc) from None
+        return found
+
+    async def scrape_all(self) -> list[tuple[bytes, int, int, int]]:
+        rows = []
+        async for page in self._registry_pages():
+            rows += [row for row in await self.scrape([ih for ih, _ in page]) if any(row[1:])]
+        return rows
+
+    async def drop(self, info_hash: bytes) -> bool:
+        meta, bucket = self._keys(info_hash)
+        return bool(await self._fcall(FN_DROP, meta, bucket, info_hash))
+
+    async def sweep(self, cutoff: int) -> int:
+        removed = 0
+        limit = _U32X2.pack(max(cutoff, 0), _SWEEP_LIMIT)
+        try:
+            async for page in self._registry_pages():
+                todo = [ih for ih, _ in page]
+                while todo:
+                    replies = await self._sweep_calls(todo, limit)
+                    removed += sum(r[0] for r in replies)
+                    todo = [ih for ih, r in zip(todo, replies, strict=True) if r[1]]
+        except StoreUnavailable:
+            pass  # logged and counted; the next sweep carries on
+        return removed
+
+    async def _sweep_calls(self, hashes: list[bytes], limit: bytes) -> list[Any]:
+        calls = [(b"FCALL", FN_SWEEP, b"2", *self._keys(ih), ih, limit) for ih in hashes]
+        return await self._many(calls)
+
+    async def load_scripts(self) -> bool:
+        """Load the functions library (announces load it anyway when it is missing); False if
+        Redis is unavailable."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._load()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fault(exc)
+            return False
+        self._ok()
+        return True
+
+    async def stats(self) -> StoreStats:
+        """The totals; the last known ones while Redis is unavailable (never raises)."""
+        try:
+            if self._tags is None:
+                raw = await self._call(b"HMGET", self._bucket_keys(b"n")[0], *_STAT_FIELDS)
+                values = [int(v or 0) for v in raw]
+            else:
+                now = time.monotonic()
+                if now - self._stats_at < _STATS_CACHE:
+                    return self._last_stats
+                values = await self._cluster_totals()
+                self._stats_at = now
+        except StoreUnavailable:
+            return self._last_stats
+        # Tables 0..5 in the order of StoreStats' fields (those it has).
+        self._last_stats = StoreStats(*values[: len(StoreStats._fields)])
+        return self._last_stats
+
+    async def _cluster_totals(self) -> list[int]:
+        link = self._link
+        assert isinstance(link, _ClusterLink) and self._tags is not None
+        client = link.client
+        totals = [0] * 7
+        try:
+            async with asyncio.timeout(self.timeout):
+                if not link._ready:
+                    await client.initialize()
+                    link._ready = True
+                for node in client.get_primaries():
+                    slots = [
+                        s
+                        for s in range(16384)
+                        if client.nodes_manager.slots_cache.get(s, [None])[0] is node
+                    ]
+                    keys = [b"%b#{%b}:n" % (self.prefix, self._tags[s]) for s in slots]
+                    if not keys:
+                        continue
+                    part = await client.execute_command(
+                        "FCALL_RO", FN_TOTALS, len(keys), *keys, target_nodes=node
+                    )
+                    totals = [a + int(b) for a, b in zip(totals, part, strict=True)]
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._fault(exc) from None
+        self._ok()
+        return totals
+
+    async def top_swarms(self, n: int) -> list[tuple[bytes, int, int, int]]:
+        if n <= 0:
+            return []
+        best: list[tuple[int, bytes]] = []
+        try:
+            async for page in self._registry_pages():
+                ranked = [(sum(map(int, counts.split())), ih) for ih, counts in page]
+                best = heapq.nlargest(n, best + ranked)
+            rows = [row for row in await self.scrape([ih for _, ih in best]) if any(row[1:3])]
+        except StoreUnavailable:
+            return []
+        rows.sort(key=lambda r: r[1] + r[2], reverse=True)
+        return rows
+
+    async def close(self) -> None:
+        await self._link.close()
+
+    # --- a Service (start/stop around the daemon's life; reload follows [announce]) ------------
+
+    name = "store"
+
+    async def start(self) -> None:
+        if await self.load_scripts():
+            log.info("swarm store: Redis at %s", self._where())
+        # else: logged by _fault; the tracker starts anyway and recovers when Redis comes.
+
+    async def stop(self) -> None:
+        pass  # the CLI closes the store last, after every service that uses it has stopped
+
+    def reload(self, config: Any) -> None:
+        self.ttl = ttl_for(config)
+        self.pool = config.store.pool
+
+
+_STAT_FIELDS = (b"s", b"0", b"1", b"2", b"3", b"4", b"5")
+
+
+def _counts(reply: Iterable[Any]) -> tuple[int, int, int]:
+    c, i, d = reply
+    return int(c or 0), int(i or 0), int(d or 0)
+
+
+def _not_loaded(result: Any) -> bool:
+    return isinstance(result, ResponseError) and "Function not found" in str(result)
+
+
+def ttl_for(config: Any) -> int:
+    """Seconds a swarm's keys live after its last refresh: past ``peer_timeout`` by enough
+    that a running tracker's sweep always forgets its peers first (and counts them off)."""
+    a = config.announce
+    return a.peer_timeout + 2 * a.sweep_interval + 120
+
+
+def from_config(config: Any, **kwargs: Any) -> RedisStore:
+    s = config.store
+    return RedisStore(
+        s.url,
+        cluster=s.cluster,
+        prefix=s.prefix,
+        timeout=s.timeout,
+        pool=s.pool,
+        ttl=ttl_for(config),
+        **kwargs,
+    )
+
+
+__all__ = ["RedisStore", "RedisView", "StoreUnavailable", "from_config", "ttl_for"]
