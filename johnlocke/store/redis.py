@@ -95,10 +95,12 @@ KEY_REFUSED = "peer_id is in use from another address (send the same key)"
 _FAMILY = {6: 0, 18: 1, 8: 2}  # address length -> family
 _WIDTHS = (6, 6, 18, 18, 8, 8)  # address length per table
 _KEY_MASK = (1 << 30) - 1
-_NUMS = Struct("<IIIIIBBBBB")  # now, key, hold, ttl, pool, cap, proto, seeder, completed, create
+# now, key, hold, ttl, pool, cap, proto, seeder, completed, create, a random number for the pool
+_NUMS = Struct("<IIIIIBBBBBI")
 _U32 = Struct("<I")
-_U32X2 = Struct("<II")
-_SWEEP_LIMIT = 1000  # stale records one sweep call removes at most (~1 ms of Redis time)
+_SWEEP_ARGS = Struct("<IIII")  # cutoff, budget, cursor: table, slot
+_SWEEP_BUDGET = 2000  # records one sweep call examines at most (~1 ms of Redis time)
+_FROM_END = 0xFFFF_FFFF
 _PAGE = 500  # swarms per page of a sweep, full scrape or top_swarms
 _WIDTH = 2  # flushers (connections) per store
 _MAX_BATCH = 128  # commands per pipeline
@@ -453,6 +455,7 @@ class RedisStore:
         )
         self._tags = _slot_tags() if cluster else None
         self._nums = _NUMS.pack
+        self._rng = random.Random()
         # Health, for /metrics and the log.
         self.up: bool | None = None  # unknown until the first call
         self.errors = 0
@@ -623,6 +626,7 @@ class RedisStore:
                 seeder,
                 completed_event,
                 create,
+                self._rng.getrandbits(32),
             ),
         )
         code = reply[0]
@@ -696,21 +700,34 @@ class RedisStore:
 
     async def sweep(self, cutoff: int) -> int:
         removed = 0
-        limit = _U32X2.pack(max(cutoff, 0), _SWEEP_LIMIT)
+        cutoff = max(cutoff, 0)
         try:
             async for page in self._registry_pages():
-                todo = [ih for ih, _ in page]
+                # (info_hash, cursor) for each swarm still being swept
+                todo = [(ih, 0, _FROM_END) for ih, _ in page]
                 while todo:
-                    replies = await self._sweep_calls(todo, limit)
+                    replies = await self._many(
+                        [
+                            (
+                                b"FCALL",
+                                FN_SWEEP,
+                                b"2",
+                                *self._keys(ih),
+                                ih,
+                                _SWEEP_ARGS.pack(cutoff, _SWEEP_BUDGET, t, hi),
+                            )
+                            for ih, t, hi in todo
+                        ]
+                    )
                     removed += sum(r[0] for r in replies)
-                    todo = [ih for ih, r in zip(todo, replies, strict=True) if r[1]]
+                    todo = [
+                        (ih, r[1], r[2])
+                        for (ih, _, _), r in zip(todo, replies, strict=True)
+                        if r[1] < 6
+                    ]
         except StoreUnavailable:
             pass  # logged and counted; the next sweep carries on
         return removed
-
-    async def _sweep_calls(self, hashes: list[bytes], limit: bytes) -> list[Any]:
-        calls = [(b"FCALL", FN_SWEEP, b"2", *self._keys(ih), ih, limit) for ih in hashes]
-        return await self._many(calls)
 
     async def load_scripts(self) -> bool:
         """Load the functions library (announces load it anyway when it is missing); False if
