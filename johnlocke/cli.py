@@ -7,12 +7,13 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from johnlocke import __version__, logs
-from johnlocke.config import Config, ConfigError, dump, load
+from johnlocke.config import Config, ConfigError, dump, load, workers_refused
 from johnlocke.service import Service
 from johnlocke.strategy import StrategyLoadError, StrategySet
 
@@ -32,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration, print the effective settings and exit",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help='run N tracker processes sharing the ports (needs [store] backend = "redis";'
+        " default: [workers] count)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     p.add_argument("--version", action="version", version=f"johnlocke {__version__}")
     return p
@@ -48,6 +56,8 @@ async def _reload(path: str, current: Config, services: list[Service]) -> Config
         log.warning("[http] changes take effect only after a restart")
     if new.stats.page != current.stats.page:
         log.warning("[stats] page changes take effect only after a restart")
+    if new.store.model_copy(update={"pool": current.store.pool}) != current.store:
+        log.warning("[store] changes (other than pool) take effect only after a restart")
     for service in services:
         try:
             pending = service.reload(new)
@@ -95,7 +105,11 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
+    from johnlocke.workers import WorkerContext, tag_logs
 
+    worker = WorkerContext.from_env()
+    if worker is not None:
+        tag_logs(worker.index)
     # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
     stop = asyncio.Event()
     hup = asyncio.Event()
@@ -103,26 +117,62 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    store = MemoryStore()
+    if worker is not None:
+        worker.watch_parent(loop, stop)
+    redis_store = None
+    if config.store.backend == "redis":
+        from johnlocke.store import redis as redis_driver
+
+        store = redis_store = redis_driver.from_config(config)
+    else:
+        store = MemoryStore()
     # Relative paths in [access] and [state] are relative to the configuration file.
     access = Access(config, store, Path(path).resolve().parent)
     tracker = Tracker(config, store, access)
     stats = StatsService(store, config)
-    # The snapshot service starts before the tracker (it fills the store before anything else
-    # runs) and stops after it (its final snapshot sees the state once everything has stopped).
-    snapshots = SnapshotService(
-        config, store, Path(path).resolve().parent, on_written=stats.snapshot_written
-    )
-    services: list[Service] = [logs.LogService(verbose), snapshots, access, tracker, stats]
+    services: list[Service] = [logs.LogService(verbose)]
+    if redis_store is None:
+        # The snapshot service starts before the tracker (it fills the store before anything
+        # else runs) and stops after it (its final snapshot sees the state once everything has
+        # stopped). With Redis there is no snapshot: Redis persists (or not) on its own.
+        services.append(
+            SnapshotService(
+                config, store, Path(path).resolve().parent, on_written=stats.snapshot_written
+            )
+        )
+    else:
+        from johnlocke.workers import WorkerBoard
+
+        # The store first: it loads its functions (or reports Redis down) before anything uses
+        # it; the board publishes this process's counters for the others.
+        services.append(redis_store)
+        stats.sources.append(redis_store)
+        port = worker.port if worker is not None and worker.port else config.http.port
+        board = WorkerBoard(
+            redis_store,
+            stats.stats,
+            f"{socket.gethostname()}:{port}/{worker.index if worker is not None else 0}",
+        )
+        stats.sources.append(board)
+    services += [access, tracker, stats]
+    if redis_store is not None:
+        services.append(board)
     started: list[Service] = []
     runner = None
     try:
         for service in services:
             await service.start()
             started.append(service)
-        runner = await start(build_app(tracker, config, stats), config)
+        runner = await start(
+            build_app(tracker, config, stats),
+            config,
+            reuse_port=worker is not None and worker.reuse_port,
+            port=worker.port if worker is not None else None,
+        )
         text, fields = _summary(config, listening(runner))
         log.info("%s", text, extra=fields)
+        if worker is not None:
+            worker.signal_ready()
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -159,6 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StrategyLoadError as exc:
         print(f"johnlocke: {args.config}: [strategy] {exc}", file=sys.stderr)
         return 1
+    from johnlocke.workers import WorkerContext
+
+    worker = WorkerContext.from_env()
+    count = args.workers if args.workers is not None else config.workers.count
+    if worker is None:
+        if count < 1:
+            print(f"johnlocke: --workers must be at least 1 (got {count})", file=sys.stderr)
+            return 1
+        refused = workers_refused(config, count)
+        if refused:
+            print(f"johnlocke: {args.config}: {refused}", file=sys.stderr)
+            return 1
     if args.check_config:
         from johnlocke.access import load_check
 
@@ -170,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# {args.config}: OK ({summary}). Effective configuration:")
         print(dump(config))
         return 0
+    if worker is None and count > 1:
+        from johnlocke.workers import supervise
+
+        return supervise(args.config, config, count, ["-v"] if args.verbose else [])
     if config.http.event_loop == "uvloop":
         try:
             import uvloop

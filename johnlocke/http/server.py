@@ -557,20 +557,26 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
-async def start(app: web.Application, config: Config) -> web.AppRunner:
-    """Listen on every configured address; raise OSError if none could be bound."""
+async def start(
+    app: web.Application, config: Config, reuse_port: bool = False, port: int | None = None
+) -> web.AppRunner:
+    """Listen on every configured address; raise OSError if none could be bound.
+
+    ``reuse_port``: share the port with the other worker processes (SO_REUSEPORT); ``port``
+    overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
     _raise_open_file_limit(config.http.max_connections)
     limits = _Limits(config.http.max_connections, config.http.request_timeout)
     runner = _GuardedRunner(app, limits, **runner_options(config))
     await runner.setup()
     bound = []
     errors = []
+    port = config.http.port if port is None else port
     for host in config.http.host:
-        site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
-            errors.append(f"{host}:{config.http.port}: {exc.strerror or exc}")
+            errors.append(f"{host}:{port}: {exc.strerror or exc}")
             continue
         bound.append(site)
     if not bound:

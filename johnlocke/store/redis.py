@@ -60,11 +60,12 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from struct import Struct
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.asyncio import ConnectionPool
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
@@ -105,7 +106,6 @@ _PAGE = 500  # swarms per page of a sweep, full scrape or top_swarms
 _WIDTH = 2  # flushers (connections) per store
 _MAX_BATCH = 128  # commands per pipeline
 _LOG_EVERY = 60.0  # seconds between two log lines about store errors
-_STATS_CACHE = 1.0  # seconds a Cluster stats() result is reused (it asks every node)
 
 
 class StoreUnavailable(ClientError):
@@ -198,6 +198,7 @@ class _SingleLink:
             socket_connect_timeout=timeout,
             socket_timeout=None,  # every batch runs under our own deadline instead
             retry=Retry(NoBackoff(), 0),
+            protocol=2,  # replies as lists, whatever redis-py's default
         )
         self.timeout = timeout
         self.idle: list[Any] = []
@@ -245,6 +246,7 @@ class _ClusterLink:
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            protocol=2,
         )
         self.timeout = timeout
         self.batcher = _Batcher(self._flush)
@@ -261,7 +263,8 @@ class _ClusterLink:
             return await pipe.execute(raise_on_error=False)
 
     def call(self, *args: bytes) -> asyncio.Future[Any]:
-        return self.batcher.submit(args)
+        # redis-py's cluster routing looks the command up by its name as text.
+        return self.batcher.submit((args[0].decode(), *args[1:]))
 
     async def close(self) -> None:
         self.batcher.fail_all(RedisError("closed"))
@@ -462,7 +465,7 @@ class RedisStore:
         self._logged_at = -_LOG_EVERY
         self._logged_errors = 0
         self._last_stats = StoreStats(*([0] * len(StoreStats._fields)))
-        self._stats_at = -_STATS_CACHE
+        self._totals_pending: asyncio.Future[list[int]] | None = None
 
     def now(self) -> int:
         return int(self._clock())
@@ -564,9 +567,10 @@ class RedisStore:
             if not link._ready:
                 await link.client.initialize()
                 link._ready = True
-            await link.client.execute_command(
-                "FUNCTION", "LOAD", "REPLACE", LIBRARY, target_nodes=RedisCluster.PRIMARIES
-            )
+            for node in link.client.get_primaries():
+                await link.client.execute_command(
+                    "FUNCTION", "LOAD", "REPLACE", LIBRARY, target_nodes=node
+                )
             return
         result = await link.call(b"FUNCTION", b"LOAD", b"REPLACE", LIBRARY.encode())
         if isinstance(result, Exception):
@@ -667,7 +671,9 @@ class RedisStore:
             cursor = b"0"
             while True:
                 cursor, flat = await self._call(b"HSCAN", key, cursor, b"COUNT", b"%d" % _PAGE)
-                if flat:
+                if isinstance(flat, dict):  # redis-py's cluster client parses replies itself
+                    yield list(flat.items())
+                elif flat:
                     yield [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
                 if cursor in (b"0", 0):
                     break
@@ -748,16 +754,21 @@ class RedisStore:
                 raw = await self._call(b"HMGET", self._bucket_keys(b"n")[0], *_STAT_FIELDS)
                 values = [int(v or 0) for v in raw]
             else:
-                now = time.monotonic()
-                if now - self._stats_at < _STATS_CACHE:
-                    return self._last_stats
-                values = await self._cluster_totals()
-                self._stats_at = now
+                # One pass over the nodes at a time, shared by concurrent callers.
+                if self._totals_pending is None:
+                    self._totals_pending = asyncio.ensure_future(self._cluster_totals())
+                    self._totals_pending.add_done_callback(self._totals_done)
+                values = await asyncio.shield(self._totals_pending)
         except StoreUnavailable:
             return self._last_stats
         # Tables 0..5 in the order of StoreStats' fields (those it has).
         self._last_stats = StoreStats(*values[: len(StoreStats._fields)])
         return self._last_stats
+
+    def _totals_done(self, fut: asyncio.Future[list[int]]) -> None:
+        self._totals_pending = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the awaiting callers handle it
 
     async def _cluster_totals(self) -> list[int]:
         link = self._link
@@ -779,7 +790,7 @@ class RedisStore:
                     if not keys:
                         continue
                     part = await client.execute_command(
-                        "FCALL_RO", FN_TOTALS, len(keys), *keys, target_nodes=node
+                        "FCALL_RO", FN_TOTALS, 0, *keys, target_nodes=node
                     )
                     totals = [a + int(b) for a, b in zip(totals, part, strict=True)]
         except (RedisError, OSError, TimeoutError) as exc:
@@ -803,6 +814,22 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._link.close()
+
+    # --- figures for /stats and /metrics (a StatsService source) ----------------------------
+
+    def metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "johnlocke_store_up", "1 while the Redis swarm store answers, else 0.", self.up is True
+        )
+        yield CounterMetricFamily(
+            "johnlocke_store_errors",
+            "Swarm store calls that failed (Redis down, slow or full); each was answered"
+            " 'temporarily unavailable'.",
+            value=self.errors,
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {"store": {"backend": "redis", "up": self.up is True, "errors": self.errors}}
 
     # --- a Service (start/stop around the daemon's life; reload follows [announce]) ------------
 

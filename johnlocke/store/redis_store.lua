@@ -480,9 +480,11 @@ redis.register_function('__PREFIX__drop', entry(drop))
 redis.register_function{
   function_name = '__PREFIX__totals',
   flags = {'no-writes', 'allow-cross-slot-keys'},
-  callback = function(keys)
+  -- The bucket counters of every slot one Cluster node serves, named in args (declared keys
+  -- must share one slot; undeclared ones may span the node's slots with this flag).
+  callback = function(_, args)
     local out = {0, 0, 0, 0, 0, 0, 0}
-    for _, k in ipairs(keys) do
+    for _, k in ipairs(args) do
       local v = redis.call('HMGET', k, 's', '0', '1', '2', '3', '4', '5')
       for j = 1, 7 do out[j] = out[j] + (tonumber(v[j]) or 0) end
     end
