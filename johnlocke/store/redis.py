@@ -466,6 +466,7 @@ class RedisStore:
         self._logged_errors = 0
         self._last_stats = StoreStats(*([0] * len(StoreStats._fields)))
         self._totals_pending: asyncio.Future[list[int]] | None = None
+        self._loading: asyncio.Future[None] | None = None
 
     def now(self) -> int:
         return int(self._clock())
@@ -561,7 +562,19 @@ class RedisStore:
         return result
 
     async def _load(self) -> None:
-        """FUNCTION LOAD REPLACE on the server (every primary of a Cluster)."""
+        """FUNCTION LOAD REPLACE on the server (every primary of a Cluster), once for all the
+        calls that found it missing at the same time."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load_now())
+            self._loading.add_done_callback(self._loaded)
+        await asyncio.shield(self._loading)
+
+    def _loaded(self, fut: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: the awaiting calls handle it
+
+    async def _load_now(self) -> None:
         link = self._link
         if isinstance(link, _ClusterLink):
             if not link._ready:

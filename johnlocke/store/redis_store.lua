@@ -17,6 +17,8 @@
 
 local sb, M, A, I, N, R, ih  -- the keys of the call in progress (set by bind)
 local n = {}                 -- records per table, from the meta hash
+local cols = {}              -- tables read whole during this call (find), reused by pool_of
+local fresh = {}             -- keys this call created (they need their TTL)
 local c, i, d, e, x          -- complete, incomplete, downloaded, TTL refresh time, index built
 
 local FAM = {[6] = 0, [18] = 1, [8] = 2}                 -- address length -> family
@@ -35,6 +37,8 @@ local function bind(keys, args)
   N = keys[2]
   R = string.sub(N, 1, -2) .. 'r'
   ih = args[1]
+  cols = {}
+  fresh = {}
 end
 
 local function tkey(t) return sb .. t end
@@ -61,11 +65,23 @@ local function save_meta()
   redis.call('HSET', R, ih, counts_text())
 end
 
+-- Every key of the swarm gets the same deadline, so a swarm expires whole.
 local function refresh(ttl, now)
   redis.call('HSET', M, 'e', now)
-  for _, k in ipairs({M, A, I, tkey(0), tkey(1), tkey(2), tkey(3), tkey(4), tkey(5), N, R}) do
-    redis.call('EXPIRE', k, ttl)
+  redis.call('EXPIRE', M, ttl)
+  redis.call('EXPIRE', A, ttl)
+  if x == 1 then redis.call('EXPIRE', I, ttl) end
+  for t = 0, 5 do
+    if n[t] > 0 then redis.call('EXPIRE', tkey(t), ttl) end
   end
+  redis.call('EXPIRE', N, ttl)
+  redis.call('EXPIRE', R, ttl)
+end
+
+-- Between two refreshes, a key this call created gets a TTL of its own (a little later than
+-- the others' deadline, by less than STEP).
+local function refresh_fresh(ttl)
+  for _, k in ipairs(fresh) do redis.call('EXPIRE', k, ttl) end
 end
 
 local function ipkey(addr)
@@ -122,6 +138,7 @@ local function build_index()
   end
   if #batch > 0 then redis.call('HSET', I, unpack(batch)) end
   x = 1
+  fresh[#fresh + 1] = I
 end
 
 local function maintain_index()
@@ -151,6 +168,7 @@ local function find(fam, pid)
     if n[t] > 0 then
       local S = STRIDE[t]
       local col = redis.call('GETRANGE', tkey(t), 0, n[t] * S - 1)
+      cols[t] = col
       local p = string.find(col, pid, 1, true)
       while p do
         if (p - 1) % S == 0 then return t, (p - 1) / S, string.sub(col, p, p + S - 1) end
@@ -165,6 +183,8 @@ end
 
 local function append(t, pid, rec)
   local s = n[t]
+  if s == 0 then fresh[#fresh + 1] = tkey(t) end
+  cols[t] = nil
   redis.call('SETRANGE', tkey(t), s * STRIDE[t], rec)
   n[t] = s + 1
   index_set(pid, math.floor(t / 2), t, s)
@@ -172,6 +192,7 @@ local function append(t, pid, rec)
 end
 
 local function cut(t, s, pid)
+  cols[t] = nil
   local S = STRIDE[t]
   local last = n[t] - 1
   local key = tkey(t)
@@ -194,7 +215,12 @@ end
 -- --- per-IP counts -------------------------------------------------------------------------
 
 local function ip_add(addr, must)
-  if must or redis.call('EXISTS', A) == 1 then redis.call('HINCRBY', A, ipkey(addr), 1) end
+  if redis.call('EXISTS', A) == 1 then
+    redis.call('HINCRBY', A, ipkey(addr), 1)
+  elseif must then
+    redis.call('HINCRBY', A, ipkey(addr), 1)
+    fresh[#fresh + 1] = A
+  end
 end
 
 local function ip_sub(addr)
@@ -265,7 +291,7 @@ local function pool_of(t, want, rnd)
   local cnt = n[t]
   if cnt == 0 then return '' end
   local S, key = STRIDE[t], tkey(t)
-  if cnt <= want then return redis.call('GETRANGE', key, 0, cnt * S - 1) end
+  if cnt <= want then return cols[t] or redis.call('GETRANGE', key, 0, cnt * S - 1) end
   local r = math.ceil(want / RUN)
   local base, extra = math.floor(want / r), want % r
   local rot = rnd % cnt
@@ -393,8 +419,10 @@ local function announce(args)
     save_meta()
     if created == 1 then redis.call('HINCRBY', N, 's', 1) end
   end
-  if changed or not e or now - e >= STEP or now < e then
-    refresh(ttl, now)  -- every key of the swarm gets the same deadline: it expires whole
+  if created == 1 or not e or now - e >= STEP or now < e then
+    refresh(ttl, now)
+  elseif changed then
+    refresh_fresh(ttl)
   end
   return {0, c, i, d, n[ts], n[tl], own - ts, counted, updated, created,
     pool_of(ts, pool + 1, rnd), pool_of(tl, pool + 1, math.floor(rnd / 7))}
