@@ -141,42 +141,62 @@ def _slot_tags() -> list[bytes]:
 class _Batcher:
     """Queue calls and send them as pipelines: up to ``width`` batches in flight at once.
 
-    ``flush(items)`` sends a batch and returns one result (or exception object) per item.
+    ``flush(items, deadline)`` sends a batch and returns one result (or exception object) per
+    item, or raises. Every call is answered within ``timeout`` of its submission: a batch must
+    be done by its oldest call's deadline, and calls that waited too long in the queue fail
+    without being sent (one timer per batch, none per call).
     """
 
     def __init__(
-        self, flush: Callable[[list[Any]], Any], width: int = _WIDTH, max_batch: int = _MAX_BATCH
+        self,
+        flush: Callable[[list[Any], float], Any],
+        timeout: float,
+        width: int = _WIDTH,
+        max_batch: int = _MAX_BATCH,
     ) -> None:
         self._flush = flush
+        self.timeout = timeout
         self.width = width
         self.max_batch = max_batch
-        self.queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.queue: list[tuple[Any, asyncio.Future[Any], float]] = []
         self.running = 0
 
     def submit(self, item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.queue.append((item, fut))
+        self.queue.append((item, fut, loop.time() + self.timeout))
         if self.running < self.width:
             self.running += 1
             loop.create_task(self._run())
         return fut
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self.queue:
                 batch = self.queue[: self.max_batch]
                 del self.queue[: self.max_batch]
+                now = loop.time()
+                live = []
+                for entry in batch:
+                    if entry[2] <= now:
+                        if not entry[1].done():
+                            entry[1].set_exception(TimeoutError("waited too long to be sent"))
+                    elif not entry[1].done():
+                        live.append(entry)
+                if not live:
+                    continue
                 try:
-                    results = await self._flush([item for item, _ in batch])
+                    results = await self._flush([e[0] for e in live], live[0][2])
                 except BaseException as exc:
-                    for _, fut in batch:
+                    err = exc if isinstance(exc, Exception) else RedisError("cancelled")
+                    for _, fut, _ in live:
                         if not fut.done():
-                            fut.set_exception(exc if isinstance(exc, Exception) else RedisError())
+                            fut.set_exception(err)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, fut), result in zip(batch, results, strict=True):
+                for (_, fut, _), result in zip(live, results, strict=True):
                     if not fut.done():
                         fut.set_result(result)
         finally:
@@ -184,7 +204,7 @@ class _Batcher:
 
     def fail_all(self, exc: Exception) -> None:
         queue, self.queue = self.queue, []
-        for _, fut in queue:
+        for _, fut, _ in queue:
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -202,13 +222,13 @@ class _SingleLink:
         )
         self.timeout = timeout
         self.idle: list[Any] = []
-        self.batcher = _Batcher(self._flush)
+        self.batcher = _Batcher(self._flush, timeout)
 
-    async def _flush(self, packed: list[bytes]) -> list[Any]:
+    async def _flush(self, packed: list[bytes], deadline: float) -> list[Any]:
         conn = self.idle.pop() if self.idle else self.pool.make_connection()
         results: list[Any] = []
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 if not conn.is_connected:
                     await conn.connect()
                 await conn.send_packed_command(b"".join(packed), check_health=False)
@@ -249,11 +269,11 @@ class _ClusterLink:
             protocol=2,
         )
         self.timeout = timeout
-        self.batcher = _Batcher(self._flush)
+        self.batcher = _Batcher(self._flush, timeout)
         self._ready = False
 
-    async def _flush(self, commands: list[tuple[bytes, ...]]) -> list[Any]:
-        async with asyncio.timeout(self.timeout):
+    async def _flush(self, commands: list[tuple[bytes, ...]], deadline: float) -> list[Any]:
+        async with asyncio.timeout_at(deadline):
             if not self._ready:
                 await self.client.initialize()
                 self._ready = True
@@ -270,6 +290,20 @@ class _ClusterLink:
         self.batcher.fail_all(RedisError("closed"))
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+
+_RUNS: dict[tuple[int, int], Struct] = {}
+
+
+def _addresses(width: int, count: int) -> Struct:
+    """A Struct that reads the addresses of ``count`` consecutive records (from the first
+    record's address on): ``width`` bytes, then skip the record's other 28."""
+    st = _RUNS.get((width, count))
+    if st is None:
+        if len(_RUNS) > 4096:
+            _RUNS.clear()
+        st = _RUNS[width, count] = Struct(f"{width}s28x" * (count - 1) + f"{width}s")
+    return st
 
 
 class RedisView:
@@ -401,14 +435,15 @@ class RedisView:
         w = self.width
         stride = self.stride
         proto = self.proto
-        out = []
+        out: list[bytes] = []
         for t, first, count in picks:
             blob = self.blobs[t & 1]
             o = first * stride + 20
-            end = o + count * stride
             if not proto:
-                out += [blob[p : p + w] for p in range(o, end, stride)]
+                if count > 0:  # one C call takes the addresses out of a run of records
+                    out += _addresses(w, count).unpack_from(blob, o)
                 continue
+            end = o + count * stride
             for p in range(o, end, stride):
                 if _U32.unpack_from(blob, p + w + 4)[0] >> 30 & proto:
                     out.append(blob[p : p + w])
@@ -536,24 +571,20 @@ class RedisStore:
     async def _call(self, *args: bytes) -> Any:
         """One command through the batcher, bounded by the timeout; raises StoreUnavailable."""
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await self._link.call(*args)
+            result = await self._link.call(*args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._fault(exc) from None
-        if isinstance(result, ResponseError):
-            raise self._fault(result)
-        if isinstance(result, Exception):  # redis-py's cluster pipeline hands some back
+        if isinstance(result, Exception):  # an error reply
             raise self._fault(result)
         self._ok()
         return result
 
     async def _fcall(self, fn: bytes, meta: bytes, bucket: bytes, *args: bytes) -> Any:
         try:
-            async with asyncio.timeout(self.timeout):
+            result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
+            if _not_loaded(result):  # a new or restarted Redis: load the library
+                await self._load()
                 result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
-                if _not_loaded(result):  # a new or restarted Redis: load the library
-                    await self._load()
-                    result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._fault(exc) from None
         if isinstance(result, Exception):
@@ -565,7 +596,7 @@ class RedisStore:
         """FUNCTION LOAD REPLACE on the server (every primary of a Cluster), once for all the
         calls that found it missing at the same time."""
         if self._loading is None:
-            self._loading = asyncio.ensure_future(self._load_now())
+            self._loading = asyncio.ensure_future(asyncio.wait_for(self._load_now(), self.timeout))
             self._loading.add_done_callback(self._loaded)
         await asyncio.shield(self._loading)
 
@@ -592,11 +623,10 @@ class RedisStore:
     async def _many(self, commands: Sequence[tuple[bytes, ...]]) -> list[Any]:
         """Several commands at once (one pipeline when they are queued together)."""
         try:
-            async with asyncio.timeout(self.timeout):
+            results = await asyncio.gather(*[self._link.call(*c) for c in commands])
+            if any(_not_loaded(r) for r in results):  # a restarted Redis
+                await self._load()
                 results = await asyncio.gather(*[self._link.call(*c) for c in commands])
-                if any(_not_loaded(r) for r in results):  # a restarted Redis
-                    await self._load()
-                    results = await asyncio.gather(*[self._link.call(*c) for c in commands])
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._fault(exc) from None
         for r in results:
