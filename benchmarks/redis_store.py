@@ -208,7 +208,7 @@ async def _fill_store(store: RedisStore, swarms: int, per_swarm: int, batch: int
     for s in range(swarms):
         ih = s.to_bytes(4, "big") + rng.randbytes(16)
         for j in range(per_swarm):
-            addr = rng.randbytes(4) + (6881 + j).to_bytes(2, "big")
+            addr = rng.randbytes(4) + (1024 + j % 60000).to_bytes(2, "big")
             pid = b"-LT2110-" + rng.randbytes(12)
             jobs.append((ih, pid, addr, j < max(1, per_swarm // 4)))
             if len(jobs) >= batch:

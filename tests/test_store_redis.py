@@ -368,3 +368,31 @@ async def test_start_with_redis_down_then_recover():
     finally:
         await s.close()
         server.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["random", "opposite-role", "locality", "small-group", "recent", "spread"]
+)
+async def test_every_builtin_strategy_answers_from_a_redis_view(redis_server, name):
+    from johnlocke.bittorrent import AnnounceRequest
+    from johnlocke.tracker import Tracker
+
+    from .conftest import make_config
+
+    s = RedisStore(redis_server.url, prefix=fresh_prefix(), pool=60)
+    tracker = Tracker(make_config(strategy={"name": name}), s)
+    try:
+        ip = bytes([10, 0, 0, 1])
+        for n in range(120):  # more peers than the pool holds
+            req = AnnounceRequest(IH, pid(n), 1000 + n, left=0 if n % 4 == 0 else 5, numwant=0)
+            await tracker.announce(req, bytes([10, 0, n // 256, n % 256]))
+        for seeder in (True, False):
+            req = AnnounceRequest(IH, pid(500), 2000, left=0 if seeder else 5, numwant=40)
+            answer = await tracker.announce(req, ip)
+            blob = answer.peers
+            got = {blob[i : i + 6] for i in range(0, len(blob), 6)}
+            assert 0 < len(got) == len(blob) // 6 <= 40  # distinct peers, at most numwant
+            assert ip + (2000).to_bytes(2, "big") not in got  # never the announcer itself
+            assert (answer.complete, answer.incomplete) == (31 - (not seeder), 90 + (not seeder))
+    finally:
+        await s.close()
