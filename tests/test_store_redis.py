@@ -396,3 +396,23 @@ async def test_every_builtin_strategy_answers_from_a_redis_view(redis_server, na
             assert (answer.complete, answer.incomplete) == (31 - (not seeder), 90 + (not seeder))
     finally:
         await s.close()
+
+
+async def test_with_a_lease_one_process_sweeps_per_period(redis_server):
+    prefix = fresh_prefix()
+    clock_t = [1000.0]
+    a = RedisStore(redis_server.url, prefix=prefix, sweep_lease=1.0, clock=lambda: clock_t[0])
+    b = RedisStore(redis_server.url, prefix=prefix, sweep_lease=1.0, clock=lambda: clock_t[0])
+    try:
+        for n in range(3):
+            await a.announce(IH, pid(n), v4(n), False, 0, False)
+        clock_t[0] += 100
+        assert await b.sweep(a.now() - 50) == 3
+        await a.announce(IH, pid(9), v4(9), False, 0, False)
+        clock_t[0] += 100
+        assert await a.sweep(a.now() - 50) == 0  # b swept less than a lease ago
+        time.sleep(1.1)
+        assert await a.sweep(a.now() - 50) == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -2,49 +2,55 @@
 
 Theory of operation
 -------------------
-Each announce is one call of one server-side function (``redis_store.lua``, a Redis Functions
-library, called with FCALL):
-the upsert (key protection, the role move, the completion counted once, the ``[limits]``
-options), the counts, and a bounded random pool of the announcer's family's peers come back in
-one reply, from which a ``RedisView`` serves the strategy without another round trip.
+Each announce is one ``FCALL`` of a Lua function (``redis_store.lua``, a Redis Functions
+library): the upsert (key protection, the role move, the completion counted once, the
+``[limits]`` options), the counts, and a bounded random pool of the announcer's family's peers
+come back in one reply, from which a ``RedisView`` serves the strategy without another round
+trip.
 
 Keys. A swarm is a handful of keys sharing the hash tag ``{<hex info_hash>}``, so it lives in
-one Cluster slot and one script can touch all of it::
+one Cluster slot and one function call can touch all of it::
 
-    P{hex}:m      hash: c, i (distinct seeders and leechers), d (downloaded), e (TTL refresh time)
-    P{hex}:0..5   hashes, one per table (family << 1 | leecher): peer_id -> record
-    P{hex}:z      sorted set: family tag + peer_id, scored by last_seen (for bounded sweeps)
+    P{hex}:m      hash: c, i (distinct seeders, leechers), d (downloaded), e (TTL refresh time),
+                  x (index built), 0..5 (records per table)
+    P{hex}:0..5   strings, one per table (family << 1 | leecher): fixed-size records
+                  peer_id(20) addr(6/18/8) last_seen(u32) key(u32), dense as in the memory store
+    P{hex}:i      hash: peer_id -> its slot in each family's table (swarms of more than 16
+                  records; a smaller one is searched, which costs less than keeping an index)
     P{hex}:a      hash: peers per IP (/64 for IPv6), only in swarms where max_per_ip was used
 
-A record is ``addr + u32 last_seen + u32 key`` (little-endian; the key's top two bits are the
-hybrid hashes the peer used, as in the memory store): 14 bytes for IPv4. Small hashes and sorted
-sets are listpacks, which keeps a peer near 60-70 bytes plus its swarm's share of the keys.
+Tables as strings, like the memory store's columns, keep a peer at 34 bytes (IPv4) plus its
+swarm's share of the keys (~120 B/peer in all for swarms of 10), and make a pool a few GETRANGEs:
+passing Redis values into Lua costs by the byte, one value per peer would cost by the peer. The
+key's top two bits are the hybrid hashes the peer used, as in the memory store.
 
 A peer is its peer_id: it has at most one record per family, and its role is the peer's, so a
 role change moves all its records; ``c``/``i`` count peers, the store-wide totals count records.
 
-Totals. ``stats()`` must be cheap, so scripts keep counters: per *bucket* a hash ``P#...:n``
-(``s`` swarms, ``0``..``5`` records per table) and a registry ``P#...:r`` (info_hash -> record
-counts per table). Without Cluster there is one bucket (``P#:``); with Cluster a bucket per slot,
-tagged so that it shares the swarm's slot (a script may only touch one slot). Every swarm key
-carries a TTL (``peer_timeout`` plus margins) refreshed on announce, all of a swarm's keys with
-the same deadline, so an abandoned swarm disappears whole even if no tracker sweeps; the registry
-remembers its record counts, so the next sweep (or the swarm's next announce) takes an expired
-swarm out of the totals exactly.
+Totals. ``stats()`` must be cheap, so the functions keep counters: per *bucket* a hash
+``P#...:n`` (``s`` swarms, ``0``..``5`` records per table) and a registry ``P#...:r``
+(info_hash -> record counts per table). Without Cluster there is one bucket (``P#:``); with
+Cluster one per slot, tagged so that it shares the swarm's slot (a call touches one slot only).
+Every swarm key carries a TTL (``peer_timeout`` plus margins), refreshed by announces about once
+a minute and for all of a swarm's keys at once, so an abandoned swarm disappears whole even if
+no tracker sweeps; the registry remembers its record counts, so the next sweep (or the swarm's
+next announce) takes it out of the totals exactly, and when every swarm is gone the bucket
+expires too.
 
-Sweeps walk the registry in pages (HSCAN) and run the script's sweep step on each swarm, which
-removes at most ``_SWEEP_LIMIT`` stale records per call (ZRANGEBYSCORE on the last-seen scores).
-Scrape of many hashes is one pipelined batch of HMGETs; a full scrape and ``top_swarms`` page
-through the registry the same way.
+Sweeps walk the registry in pages (HSCAN) and run the sweep function on each swarm of a page
+(one pipeline), each call examining at most ``_SWEEP_BUDGET`` records by their last-seen times
+and handing back a cursor. Scrape of many hashes is one pipeline of HMGETs; a full scrape and
+``top_swarms`` page through the registry the same way.
 
 Round trips. redis-py's per-command path costs ~110 us of CPU per call here, mostly set-up
-around one small read and write; sending the announces that arrive together as one pipeline on a
-connection we hold costs ~10-20 us each. So calls go through ``_Batcher``: a call queues its
-packed command, and up to ``_WIDTH`` flushers send what is queued as one write and read the
-replies in order (redis-py's connections and hiredis parser underneath; Cluster uses redis-py's
-cluster pipeline, which groups commands by node and follows MOVED/ASK).
+around one small read and write (a task and a timeout per call); sending the calls that arrive
+together as one pipeline on a connection we hold costs ~10-20 us each. So calls go through
+``_Batcher``: a call queues its command, and up to ``_WIDTH`` flushers send what is queued as
+one write and read the replies in order (redis-py's connections and hiredis parser underneath;
+hiredis halves the client's cost per announce. Cluster uses redis-py's cluster pipeline, which
+groups commands by node and follows MOVED/ASK).
 
-Faults. Every call is bounded by ``timeout``; any Redis or connection error becomes
+Faults. Every call is answered within ``timeout``; any Redis or connection error becomes
 ``StoreUnavailable``, a ``ClientError`` that tells the client to come back later, and nothing
 else. Errors are counted (``errors``, ``/metrics``) and logged at most once a minute; a broken
 connection is dropped and the next call makes a new one, so the store recovers by itself when
@@ -94,7 +100,6 @@ UNAVAILABLE = "tracker temporarily unavailable (its swarm store is not answering
 KEY_REFUSED = "peer_id is in use from another address (send the same key)"
 
 _FAMILY = {6: 0, 18: 1, 8: 2}  # address length -> family
-_WIDTHS = (6, 6, 18, 18, 8, 8)  # address length per table
 _KEY_MASK = (1 << 30) - 1
 # now, key, hold, ttl, pool, cap, proto, seeder, completed, create, a random number for the pool
 _NUMS = Struct("<IIIIIBBBBBI")
@@ -477,6 +482,7 @@ class RedisStore:
         timeout: float = 2.0,
         pool: int = 200,
         ttl: int = 3960 + 600,
+        sweep_lease: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if "{" in prefix or "}" in prefix:
@@ -487,6 +493,8 @@ class RedisStore:
         self.timeout = timeout
         self.pool = pool
         self.ttl = ttl
+        # With a lease, one sweep per lease period among all processes sharing the prefix.
+        self.sweep_lease = sweep_lease
         self._clock = clock
         self._link: _SingleLink | _ClusterLink = (
             _ClusterLink(url, timeout) if cluster else _SingleLink(url, timeout)
@@ -751,6 +759,11 @@ class RedisStore:
         removed = 0
         cutoff = max(cutoff, 0)
         try:
+            if self.sweep_lease > 0:
+                lease = b"%d" % max(1, int(self.sweep_lease * 1000))
+                key = self.prefix + b"#sweep"
+                if await self._call(b"SET", key, b"1", b"NX", b"PX", lease) is None:
+                    return 0  # another worker or tracker swept less than a lease ago
             async for page in self._registry_pages():
                 # (info_hash, cursor) for each swarm still being swept
                 todo = [(ih, 0, _FROM_END) for ih, _ in page]
@@ -889,6 +902,7 @@ class RedisStore:
     def reload(self, config: Any) -> None:
         self.ttl = ttl_for(config)
         self.pool = config.store.pool
+        self.sweep_lease = 0.8 * config.announce.sweep_interval
 
 
 _STAT_FIELDS = (b"s", b"0", b"1", b"2", b"3", b"4", b"5")
@@ -919,6 +933,8 @@ def from_config(config: Any, **kwargs: Any) -> RedisStore:
         timeout=s.timeout,
         pool=s.pool,
         ttl=ttl_for(config),
+        # Every worker of every tracker runs the sweep timer; one of them sweeps each period.
+        sweep_lease=0.8 * config.announce.sweep_interval,
         **kwargs,
     )
 
