@@ -326,6 +326,8 @@ async def _scrape_and_close(store: RedisStore, hashes: list[bytes]) -> list:
 
 
 def part_faults(args: argparse.Namespace, workdir: Path) -> dict:
+    """One worker, a steady announce load from one client; Redis stopped for 3 s and started
+    again, then hung (SIGSTOP) for 3 s, then full (maxmemory) for 3 s."""
     import urllib.request
 
     d = workdir / "redis-faults"
@@ -339,55 +341,62 @@ def part_faults(args: argparse.Namespace, workdir: Path) -> dict:
             raise SystemExit("faults tracker did not start")
         wl = bl.Workload(10, 50)
         paths = wl.started_paths(20)
-        log: list[tuple[float, float, str]] = []  # (start, seconds, outcome)
-        t_stop = t_start = None
-        t0 = time.perf_counter()
-        i = 0
-        while time.perf_counter() - t0 < 10:
-            now = time.perf_counter() - t0
-            if t_stop is None and now > 2:
-                redis.stop()
-                t_stop = now
-            if t_stop is not None and t_start is None and now > t_stop + 3:
-                redis.start()
-                t_start = time.perf_counter() - t0
-            a = time.perf_counter()
-            try:
-                with urllib.request.urlopen(
-                    f"http://{bl.HOST}:{srv.port}{paths[i % len(paths)]}", timeout=10
-                ) as resp:
-                    body = resp.read()
-                    outcome = (
-                        "unavailable" if b"temporarily unavailable" in body
-                        else "ok" if b"failure reason" not in body else "other failure"
-                    )  # fmt: skip
-                    if resp.status != 200:
-                        outcome = f"HTTP {resp.status}"
-            except Exception as exc:
-                outcome = f"error {type(exc).__name__}"
-            log.append((a - t0, time.perf_counter() - a, outcome))
-            i += 1
-            time.sleep(0.01)
-        during = [x for x in log if t_stop <= x[0] < t_start]
-        after = [x for x in log if x[0] >= t_start]
-        first_ok = next((x[0] for x in after if x[2] == "ok"), None)
-        out = {
-            "announces": len(log),
-            "outcomes": {k: sum(1 for x in log if x[2] == k) for k in {x[2] for x in log}},
-            "outage_seconds": round(t_start - t_stop, 2),
-            "slowest_answer_during_outage_ms": round(1000 * max(x[1] for x in during), 1),
-            "median_answer_during_outage_ms": round(
-                1000 * statistics.median(x[1] for x in during), 2
-            ),
-            "recovered_after_restart_ms": None
-            if first_ok is None
-            else round(1000 * (first_ok - t_start), 1),
-            "log_lines_about_it": sum(
-                1 for line in srv.log_path.read_text().splitlines() if "swarm store" in line
+        faults = {
+            "stopped": (redis.stop, redis.start),
+            "hung": (redis.pause, redis.resume),
+            "full": (
+                lambda: redis.cli("CONFIG", "SET", "maxmemory", "1"),
+                lambda: redis.cli("CONFIG", "SET", "maxmemory", "0"),
             ),
         }
+        i = 0
+        for name, (begin, end) in faults.items():
+            log: list[tuple[float, float, str]] = []  # (start, seconds, outcome)
+            t0 = time.perf_counter()
+            t_begin = t_end = None
+            while time.perf_counter() - t0 < 7:
+                now = time.perf_counter() - t0
+                if t_begin is None and now > 1:
+                    begin()
+                    t_begin = time.perf_counter() - t0
+                if t_begin is not None and t_end is None and now > t_begin + 3:
+                    end()
+                    t_end = time.perf_counter() - t0
+                a = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(
+                        f"http://{bl.HOST}:{srv.port}{paths[i % len(paths)]}", timeout=10
+                    ) as resp:
+                        body = resp.read()
+                        outcome = (
+                            "unavailable" if b"temporarily unavailable" in body
+                            else "ok" if b"failure reason" not in body else "other failure"
+                        )  # fmt: skip
+                        if resp.status != 200:
+                            outcome = f"HTTP {resp.status}"
+                except Exception as exc:
+                    outcome = f"error {type(exc).__name__}"
+                log.append((a - t0, time.perf_counter() - a, outcome))
+                i += 1
+                time.sleep(0.01)
+            during = [x for x in log if t_begin <= x[0] < t_end]
+            after = [x for x in log if x[0] >= t_end]
+            first_ok = next((x[0] for x in after if x[2] == "ok"), None)
+            out[name] = {
+                "announces": len(log),
+                "outcomes": {k: sum(1 for x in log if x[2] == k) for k in {x[2] for x in log}},
+                "fault_seconds": round(t_end - t_begin, 2),
+                "slowest_answer_during_ms": round(1000 * max(x[1] for x in during), 1),
+                "median_answer_during_ms": round(1000 * statistics.median(x[1] for x in during), 1),
+                "first_ok_after_ms": None if first_ok is None else round(1000 * (first_ok - t_end)),
+            }
+            bl.log(f"  {name}: {out[name]}")
+        text = srv.log_path.read_text()
+        out["log_lines_about_the_store"] = sum(
+            1 for line in text.splitlines() if "swarm store" in line
+        )
+        out["tracebacks"] = text.count("Traceback")
         redis.close()
-    bl.log(f"  {out}")
     return out
 
 

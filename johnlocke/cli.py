@@ -144,19 +144,13 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
         from johnlocke.workers import WorkerBoard
 
         # The store first: it loads its functions (or reports Redis down) before anything uses
-        # it; the board publishes this process's counters for the others.
+        # it. The board (started once we listen, to be named by the port) publishes this
+        # process's counters for the others.
         services.append(redis_store)
         stats.sources.append(redis_store)
-        port = worker.port if worker is not None and worker.port else config.http.port
-        board = WorkerBoard(
-            redis_store,
-            stats.stats,
-            f"{socket.gethostname()}:{port}/{worker.index if worker is not None else 0}",
-        )
+        board = WorkerBoard(redis_store, stats.stats, "")
         stats.sources.append(board)
     services += [access, tracker, stats]
-    if redis_store is not None:
-        services.append(board)
     started: list[Service] = []
     runner = None
     try:
@@ -171,6 +165,11 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
         )
         text, fields = _summary(config, listening(runner))
         log.info("%s", text, extra=fields)
+        if redis_store is not None:
+            port = listening(runner)[0][1]
+            board.worker_id = f"{socket.gethostname()}:{port}/{worker.index if worker else 0}"
+            await board.start()
+            started.append(board)
         if worker is not None:
             worker.signal_ready()
         while not stop.is_set():
