@@ -103,6 +103,7 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.http.server import build_app, listening, start
     from johnlocke.snapshot import SnapshotService
     from johnlocke.stats import StatsService
+    from johnlocke.store import Store
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
     from johnlocke.workers import WorkerContext, tag_logs
@@ -119,28 +120,29 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     if worker is not None:
         worker.watch_parent(loop, stop)
-    redis_store = None
+    memory_store = redis_store = None
+    store: Store
     if config.store.backend == "redis":
         from johnlocke.store import redis as redis_driver
 
         store = redis_store = redis_driver.from_config(config)
     else:
-        store = MemoryStore()
+        store = memory_store = MemoryStore()
     # Relative paths in [access] and [state] are relative to the configuration file.
     access = Access(config, store, Path(path).resolve().parent)
     tracker = Tracker(config, store, access)
     stats = StatsService(store, config)
     services: list[Service] = [logs.LogService(verbose)]
-    if redis_store is None:
+    if memory_store is not None:
         # The snapshot service starts before the tracker (it fills the store before anything
         # else runs) and stops after it (its final snapshot sees the state once everything has
         # stopped). With Redis there is no snapshot: Redis persists (or not) on its own.
         services.append(
             SnapshotService(
-                config, store, Path(path).resolve().parent, on_written=stats.snapshot_written
+                config, memory_store, Path(path).resolve().parent, on_written=stats.snapshot_written
             )
         )
-    else:
+    elif redis_store is not None:
         from johnlocke.workers import WorkerBoard
 
         # The store first: it loads its functions (or reports Redis down) before anything uses

@@ -67,7 +67,7 @@ _QUICK_DEATH = 10.0  # a worker that dies sooner than this after its start backs
 _POLL = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkerContext:
     """What a worker process knows about its place among the others."""
 
@@ -107,7 +107,7 @@ class WorkerContext:
             with contextlib.suppress(OSError):
                 os.write(self.ready_fd, b"1")
                 os.close(self.ready_fd)
-            object.__setattr__(self, "ready_fd", None)
+            self.ready_fd = None
 
     def watch_parent(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
         """Stop this worker when the supervisor's end of the pipe closes (it died)."""

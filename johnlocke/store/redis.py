@@ -65,6 +65,7 @@ import hashlib
 import heapq
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
@@ -734,7 +735,7 @@ class RedisStore:
             return self._bucket_keys(b"r")
         # Only the buckets that exist, found on every node.
         found: list[bytes] = []
-        pattern = self.prefix.replace(b"*", b"\\*").replace(b"?", b"\\?") + b"#{*}:r"
+        pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", self.prefix) + b"#{*}:r"
         link = self._link
         assert isinstance(link, _ClusterLink)
         try:
