@@ -166,6 +166,7 @@ class _Batcher:
         self.max_batch = max_batch
         self.queue: list[tuple[Any, asyncio.Future[Any], float]] = []
         self.running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     def submit(self, item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -173,7 +174,9 @@ class _Batcher:
         self.queue.append((item, fut, loop.time() + self.timeout))
         if self.running < self.width:
             self.running += 1
-            loop.create_task(self._run())
+            task = loop.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return fut
 
     async def _run(self) -> None:
