@@ -511,6 +511,7 @@ class RedisStore:
         self.errors = 0
         self._logged_at = -_LOG_EVERY
         self._logged_errors = 0
+        self._outage_from = 0
         self._last_stats = StoreStats(*([0] * len(StoreStats._fields)))
         self._totals_pending: asyncio.Future[list[int]] | None = None
         self._loading: asyncio.Future[None] | None = None
@@ -539,6 +540,8 @@ class RedisStore:
         """Count and (at most once a minute) log a failed call; the error the client gets."""
         self.errors += 1
         was_up = self.up
+        if was_up is not False:
+            self._outage_from = self.errors - 1
         self.up = False
         now = time.monotonic()
         if was_up is not False or now - self._logged_at >= _LOG_EVERY:
@@ -569,7 +572,7 @@ class RedisStore:
                 log.warning(
                     "swarm store at %s is back (%d failed calls meanwhile)",
                     self._where(),
-                    self.errors - self._logged_errors + 1,
+                    self.errors - self._outage_from,
                 )
             self.up = True
 
