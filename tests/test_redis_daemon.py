@@ -147,7 +147,8 @@ def test_two_workers_share_the_port_and_the_swarms(redis_server):
         for n in range(40, 50):
             announce(d.url, n)
         wait_until(lambda: worker_pids(d)[1] != pids[1], 10)
-        wait_until(lambda: d.log_text().count("[w1]: johnlocke 0") == 2, 20)
+        listening = re.compile(r"\[w1\]: johnlocke \S+ listening on")
+        wait_until(lambda: len(listening.findall(d.log_text())) == 2, 20)
         assert scrape(d.url) == (10, 40, 0)
         final = worker_pids(d)
     # SIGTERM (leaving the block) stopped every worker, and the supervisor exited 0.
