@@ -113,6 +113,7 @@ local function index_set(pid, fam, t, s)  -- s == nil: no record of that family 
 end
 
 local function build_index()
+  redis.call('DEL', I)
   local ents = {}
   for t = 0, 5 do
     if n[t] > 0 then
@@ -161,7 +162,9 @@ local function find(fam, pid)
     local t = 2 * fam + (ent - 1) % 2
     local s = math.floor((ent - 1) / 2)
     local S = STRIDE[t]
-    return t, s, redis.call('GETRANGE', tkey(t), s * S, s * S + S - 1)
+    local rec = redis.call('GETRANGE', tkey(t), s * S, s * S + S - 1)
+    if string.sub(rec, 1, 20) ~= pid then return nil end  -- never trust a stale entry
+    return t, s, rec
   end
   for r = 0, 1 do
     local t = 2 * fam + r
@@ -347,6 +350,8 @@ local function announce(args)
     if create == 0 then return {3} end
     created = 1
     forget_entry()
+    -- Keys that outlived the meta hash (their TTL is renewed up to a minute apart) are leftovers.
+    redis.call('DEL', A, I, tkey(0), tkey(1), tkey(2), tkey(3), tkey(4), tkey(5))
     fresh_meta()
   end
   local t, s, rec = find(fam, pid)
