@@ -234,3 +234,28 @@ def test_start_with_redis_down_then_recover():
             assert scrape(d.url) == (0, 1, 0)
     finally:
         server.close()
+
+
+def test_workers_stop_when_the_supervisor_is_killed(redis_server):
+    with run_daemon(redis_config(redis_server.url), args=["--workers", "2"]) as d:
+        d.wait_for_log(r"2 workers listening on port", 30)
+        pids = list(worker_pids(d).values())
+        d.kill()  # SIGKILL: the supervisor cannot pass anything on
+
+        def all_gone():
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                # A child that exited but was not reaped yet (its parent is gone) is a zombie.
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        state = f.read().rpartition(")")[2].split()[0]
+                except FileNotFoundError:
+                    continue
+                if state != "Z":
+                    return False
+            return True
+
+        wait_until(all_gone, 15)
