@@ -72,3 +72,25 @@ async def test_many_swarms_across_every_node(cluster):
         assert (await store.stats()).swarms == 9
     finally:
         await store.close()
+
+
+async def test_a_stale_slot_map_is_followed_to_the_right_node(cluster):
+    """After a reshard the client's slot map is out of date: the node it asks answers MOVED,
+    and the call goes through redis-py's cluster client, which follows it."""
+    from redis.crc import key_slot
+
+    store = RedisStore(cluster.url, cluster=True, prefix=fresh_prefix())
+    try:
+        ih = b"\x42" * 20
+        await store.announce(ih, pid(1), v4(1), True, 0, False)
+        link = store._link
+        slot = key_slot(ih.hex().encode())
+        right = link.client.nodes_manager.get_node_from_slot(slot)
+        wrong = next(n for n in link.client.get_primaries() if n.name != right.name)
+        link.client.nodes_manager.slots_cache[slot] = [wrong]
+        view = await store.announce(ih, pid(2), v4(2), False, 0, False)
+        assert (view.complete, view.incomplete) == (1, 1) and view.count(True) == 1
+        assert await store.scrape([ih]) == [(ih, 1, 1, 0)]
+        assert store.errors == 0
+    finally:
+        await store.close()
