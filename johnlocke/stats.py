@@ -331,6 +331,9 @@ class StatsService:
         self._top: tuple[float, int, list[tuple[bytes, int, int, int]]] | None = None
         self._top_pending: asyncio.Future[list[tuple[bytes, int, int, int]]] | None = None
         self.store_stats = StoreStats(0, 0, 0, 0, 0)
+        # Other parts' figures (the Redis store's health, the workers' board): each has
+        # ``metrics()`` (prometheus families) and ``report()`` (a dict merged into /stats).
+        self.sources: list[Any] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -525,6 +528,8 @@ class StatsService:
                 for ih, c, i, d in top
             ],
         }
+        for source in self.sources:
+            doc.update(source.report())
         if history:
             doc["history"] = {
                 "interval_seconds": self.interval,
@@ -626,3 +631,5 @@ class _Collector:
             },
         )
         yield info
+        for source in svc.sources:
+            yield from source.metrics()
