@@ -372,8 +372,8 @@ def wait_quiet(limit: float, threshold: float = 0.1) -> bool:
         time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
@@ -561,13 +561,18 @@ def johnlocke_server(
     event_loop: str = "asyncio",
     core: int | None = TRACKER_CORE,
     extra_toml: str = "",
+    udp_port: int | None = None,
 ) -> Server:
+    """JohnLocke on a free HTTP port; its UDP tracker on ``udp_port``, or off when None (so that
+    HTTP benchmarks measure the same daemon as before it had one)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
+    udp = "enabled = false" if udp_port is None else f"port = {udp_port}"
     config.write_text(
         "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
         f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n'
+        f"[udp]\n{udp}\n"
         # Each server its own snapshot file: two daemons may not share one (the lock).
         f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
     )
@@ -607,15 +612,20 @@ def bare_server(
 
 
 def opentracker_server(
-    workdir: Path, info_hashes: Sequence[bytes], core: int | None = TRACKER_CORE
+    workdir: Path,
+    info_hashes: Sequence[bytes],
+    core: int | None = TRACKER_CORE,
+    udp_port: int | None = None,
 ) -> Server:
-    """Debian's opentracker: whitelist-only, chroots to its rootdir, refuses to run as root."""
+    """Debian's opentracker: whitelist-only, chroots to its rootdir, refuses to run as root.
+    With ``udp_port`` it serves UDP there too."""
     port = free_port()
     root = workdir / "opentracker-root"
     root.mkdir(parents=True, exist_ok=True)
     (root / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in info_hashes))
     lines = [
         f"listen.tcp {HOST}:{port}",
+        *([f"listen.udp {HOST}:{udp_port}"] if udp_port is not None else []),
         # The whitelist is read after the chroot, so its path is relative to tracker.rootdir.
         "access.whitelist /whitelist.txt",
         f"tracker.rootdir {root}",
@@ -650,13 +660,16 @@ def bittorrent_tracker_server(
     note: str,
     peers_cache: int = 1000,
     core: int | None = TRACKER_CORE,
+    udp: bool = False,
 ) -> Server:
-    port = free_port()
+    """The npm bittorrent-tracker over HTTP, or with ``udp`` over UDP only (on a free UDP port,
+    given as the server's ``port``)."""
+    port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     argv = pinned(
         [
             "node",
             str(npm_dir / "server.mjs"),
-            "--port",
+            "--udp" if udp else "--port",
             str(port),
             "--host",
             HOST,

@@ -9,6 +9,7 @@ key and addresses are ``bytes`` throughout.
 from __future__ import annotations
 
 from ipaddress import ip_address
+from urllib.parse import unquote_to_bytes
 
 from johnlocke.errors import ClientError
 
@@ -140,3 +141,47 @@ def parse_ip(text: bytes) -> bytes:
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.packed
+
+
+_ENDPOINTS = (b"announce", b"scrape")
+
+
+def _segment(raw: bytes) -> bytes:
+    return unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """A tracker URL's path and query (``/KEY/announce?a=1``) -> (endpoint, passkey, query).
+
+    The rule every frontend follows (HTTP's routes, UDP's BEP 41 URL data): ``endpoint`` is
+    ``b"announce"`` or ``b"scrape"`` for ``/announce``, ``/announce/KEY`` and ``/KEY/announce``
+    (the last lets clients derive the scrape URL, BEP 48: they replace "announce" in the last
+    segment), and ``b""`` for any other path. ``passkey`` is the other segment of a two-segment
+    path, percent-decoded, or None; ``query`` is left as sent (a ``passkey=`` in it counts only
+    when the path has none).
+    """
+    path, _, query = target.partition(b"?")
+    parts = path.partition(b"#")[0].split(b"/")
+    if parts[0] or not 2 <= len(parts) <= 3:
+        return b"", None, query
+    first = _segment(parts[1])
+    if len(parts) == 2:
+        return (first if first in _ENDPOINTS else b""), None, query
+    second = _segment(parts[2])
+    if first in _ENDPOINTS and second:
+        return first, second, query
+    if second in _ENDPOINTS and first:
+        return second, first, query
+    return b"", None, query
+
+
+def target_passkey(target: bytes) -> bytes | None:
+    """The passkey a tracker URL carries: in its path (which wins), or as ``?passkey=``."""
+    _, key, query = split_target(target)
+    if key is not None or b"passkey=" not in query:
+        return key
+    for piece in query.split(b"&"):
+        name, _, value = piece.partition(b"=")
+        if name == b"passkey":
+            key = _segment(value)  # the last one wins, as in an HTTP query
+    return key

@@ -46,6 +46,8 @@ async def _reload(path: str, current: Config, services: list[Service]) -> Config
         return current
     if new.http != current.http:
         log.warning("[http] changes take effect only after a restart")
+    if new.udp != current.udp:
+        log.warning("[udp] changes take effect only after a restart")
     if new.stats.page != current.stats.page:
         log.warning("[stats] page changes take effect only after a restart")
     for service in services:
@@ -59,11 +61,14 @@ async def _reload(path: str, current: Config, services: list[Service]) -> Config
     return new
 
 
-def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[str, object]]:
+def _summary(
+    config: Config, addrs: list[tuple[str, int]], udp_addrs: Sequence[tuple[str, int]] = ()
+) -> tuple[str, dict[str, object]]:
     """The start-up line: where it listens and the settings that shape what clients get."""
     from johnlocke.stats import Access
 
     listen = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addrs]
+    listen_udp = [f"udp://[{h}]:{p}" if ":" in h else f"udp://{h}:{p}" for h, p in udp_addrs]
     access = getattr(config, "access", None)
     mode = getattr(access, "mode", "open")
     s = config.stats
@@ -71,6 +76,7 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
     page = f"page {s.page}" if s.page else "no page"
     fields: dict[str, object] = {
         "listen": listen,
+        "listen_udp": listen_udp,
         "mode": mode,
         "strategy": config.strategy.name,
         "interval": config.announce.interval,
@@ -80,7 +86,8 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
         "access_log": config.log.access_log,
     }
     text = (
-        f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
+        f"johnlocke {__version__} listening on {', '.join(listen)}"
+        f"{' and ' + ', '.join(listen_udp) if listen_udp else ''} (strategy"
         f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
         f" /stats, /metrics and {page} for {who}; access log"
         f" {'on' if config.log.access_log else 'off'}"
@@ -95,6 +102,7 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
+    from johnlocke.udp.server import UdpServer
 
     # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
     stop = asyncio.Event()
@@ -116,12 +124,16 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     services: list[Service] = [logs.LogService(verbose), snapshots, access, tracker, stats]
     started: list[Service] = []
     runner = None
+    udp = None
     try:
         for service in services:
             await service.start()
             started.append(service)
         runner = await start(build_app(tracker, config, stats), config)
-        text, fields = _summary(config, listening(runner))
+        if config.udp.enabled:
+            udp = UdpServer(tracker, config, stats.stats)
+            await udp.start()
+        text, fields = _summary(config, listening(runner), udp.addresses if udp else ())
         log.info("%s", text, extra=fields)
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
@@ -135,6 +147,8 @@ async def _serve(config: Config, path: str, verbose: bool = False) -> None:
     finally:
         # cleanup() stops accepting and waits up to shutdown_timeout for requests in flight;
         # only then do the services stop, so they see the final state.
+        if udp is not None:
+            await udp.stop(config.http.shutdown_timeout)
         if runner is not None:
             await runner.cleanup()
         for service in reversed(started):

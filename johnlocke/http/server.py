@@ -57,6 +57,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 from johnlocke import status_page
+from johnlocke.bittorrent import split_target
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
@@ -238,8 +239,10 @@ class Frontend:
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _path_key(request: web.Request) -> bytes:
-    return request.match_info["passkey"].encode("utf-8", "surrogateescape")
+def _path_key(request: web.Request) -> bytes | None:
+    # The path as the router matched it (normalised, still percent-encoded), read by the rule
+    # the UDP frontend applies to BEP 41 URL data too.
+    return split_target(request.rel_url.raw_path.encode("utf-8", "surrogateescape"))[1]
 
 
 def _forbidden() -> web.Response:
