@@ -164,7 +164,9 @@ def run_loadgen(
     after_self = resource.getrusage(resource.RUSAGE_SELF)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("JSON ")), None)
     if line is None:
-        why = (proc.stderr or proc.stdout).strip()[-300:] or f"no output (exit code {proc.returncode})"
+        why = (proc.stderr or proc.stdout).strip()[
+            -300:
+        ] or f"no output (exit code {proc.returncode})"
         return {"ok": False, "error": why}
     r = json.loads(line[5:])
     r["ok"] = True

@@ -13,7 +13,9 @@
 The config is written to ``<workdir>/tracker.toml`` and the daemon is started with
 ``sys.executable -m johnlocke --config PATH`` in ``workdir``. ``[http] host`` and ``port`` are
 filled in (127.0.0.1, port 0 by default) unless the config sets them; the port the daemon really
-bound is read from its ``listening on 127.0.0.1:PORT`` log line. A thread keeps draining stderr so
+bound is read from its ``listening on 127.0.0.1:PORT`` log line, and the UDP ports (``[udp]``
+follows ``[http]`` unless it says otherwise, so port 0 too) from its ``udp://HOST:PORT`` ones
+(``d.udp_ports``, ``d.udp_port`` for 127.0.0.1). A thread keeps draining stderr so
 the pipe never fills, and keeps every line.
 
 Leaving the ``with`` block sends SIGTERM and asserts the daemon exits 0 within ``stop_timeout``
@@ -40,6 +42,7 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 _LISTENING = re.compile(r"listening on .*?\b127\.0\.0\.1:(\d+)")
+_UDP = re.compile(r"udp://(?:\[([0-9a-fA-F:]+)\]|([\d.]+)):(\d+)")
 
 
 class DaemonError(AssertionError):
@@ -54,6 +57,7 @@ class Daemon:
         self.config_path = config_path
         self.workdir = workdir
         self.port: int = 0
+        self.udp_ports: dict[str, int] = {}  # UDP address -> port, from the start-up line
         self.stopped = False  # set by stop()/kill(): the caller has seen the exit code
         self._lines: list[str] = []
         self._cond = threading.Condition()
@@ -69,6 +73,15 @@ class Daemon:
     @property
     def announce_url(self) -> str:
         return f"{self.url}/announce"
+
+    @property
+    def udp_port(self) -> int:
+        """The UDP port on 127.0.0.1."""
+        return self.udp_ports[HOST]
+
+    @property
+    def udp_url(self) -> str:
+        return f"udp://{HOST}:{self.udp_port}/announce"
 
     @property
     def scrape_url(self) -> str:
@@ -209,7 +222,11 @@ def run_daemon(
         )
         d = Daemon(proc, config_path, wd)
         try:
-            d.port = int(d.wait_for_log(_LISTENING, start_timeout).group(1))
+            m = d.wait_for_log(_LISTENING, start_timeout)
+            d.port = int(m.group(1))
+            line = m.string
+            udp = _UDP.findall(line[: line.find(" (strategy")])
+            d.udp_ports = {v6 or v4: int(p) for v6, v4, p in udp}
         except BaseException:
             if proc.poll() is None:
                 proc.kill()

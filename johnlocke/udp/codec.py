@@ -9,9 +9,14 @@ minute or so. Holding a valid id proves that the sender receives what is sent to
 so a spoofed source cannot announce, move or stop a peer.
 
 The tracker keeps no state per client for this: a connection id is a keyed hash (blake2b, 8
-bytes) of the sender's address, port and a time window of half the configured lifetime, and the
-ids of the current and the previous window are accepted: an id lives between half the lifetime
-and the whole of it. Processes that share the key (``[udp] secret``) agree on every id.
+bytes) of the sender's address and a time window of half the configured lifetime, and the ids of
+the current and the previous window are accepted: an id lives between half the lifetime and the
+whole of it. Processes that share the key (``[udp] secret``) agree on every id.
+
+The id is bound to the address, not to the source port, as opentracker's are: libtorrent keeps
+one id per tracker for the whole process, whatever socket it sends from (several listen sockets,
+several sessions), so an id bound to a port would be refused to most of them. Proving the
+address is what matters: an address that receives the id is not spoofed.
 
 Nothing larger than what arrived is ever sent to an address that has not proven itself (no
 amplification): the connect answer is 16 bytes, like the connect request, and the refusal of an
@@ -97,18 +102,16 @@ def time_window(now: float, lifetime: int) -> int:
     return int(now // (lifetime // 2))
 
 
-def connection_id(secret: bytes, ip: bytes, port: int, window: int) -> bytes:
-    """The 8-byte connection id of a sender (packed ``ip``, ``port``) in a time window."""
-    return blake2b(
-        ip + port.to_bytes(2, "big") + window.to_bytes(8, "big"), key=secret, digest_size=8
-    ).digest()
+def connection_id(secret: bytes, ip: bytes, window: int) -> bytes:
+    """The 8-byte connection id of a sender's address (``ip``, packed) in a time window."""
+    return blake2b(ip + window.to_bytes(8, "big"), key=secret, digest_size=8).digest()
 
 
-def connection_id_ok(cid: bytes, secret: bytes, ip: bytes, port: int, window: int) -> bool:
-    """Whether ``cid`` was minted for this sender in this window or the one before."""
-    if compare_digest(cid, connection_id(secret, ip, port, window)):
+def connection_id_ok(cid: bytes, secret: bytes, ip: bytes, window: int) -> bool:
+    """Whether ``cid`` was minted for this address in this window or the one before."""
+    if compare_digest(cid, connection_id(secret, ip, window)):
         return True
-    return compare_digest(cid, connection_id(secret, ip, port, window - 1))
+    return compare_digest(cid, connection_id(secret, ip, window - 1))
 
 
 # --- requests -------------------------------------------------------------------------------

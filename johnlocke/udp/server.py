@@ -138,10 +138,10 @@ class UdpFrontend:
         window = codec.time_window(time.time(), self.lifetime)
         if action == codec.CONNECT:
             self.udp.connects += 1  # stats
-            cid = codec.connection_id(self.secret, ip, addr[1], window)
+            cid = codec.connection_id(self.secret, ip, window)
             self._send(codec.encode_connect(transaction_id, cid), addr)
             return
-        if not codec.connection_id_ok(data[:8], self.secret, ip, addr[1], window):
+        if not codec.connection_id_ok(data[:8], self.secret, ip, window):
             self.udp.drop("bad connection id")  # stats
             refusal = codec.refuse_unproven(action, transaction_id, len(data))
             if refusal is not None:
