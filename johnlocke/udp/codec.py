@@ -198,7 +198,7 @@ def parse_announce(data: bytes, v6: bool = False) -> AnnounceRequest:
     passkey = None
     if len(data) > ANNOUNCE_SIZE:
         url = url_data(data)
-        if url:
+        if url and url != b"/announce":  # what most clients send: no passkey to look for
             passkey = target_passkey(url)
     return AnnounceRequest(
         info_hash,
