@@ -269,12 +269,16 @@ class UdpFrontend:
 
 
 async def _finish(coro: Coroutine[Any, Any, None], waiting_for: Any) -> None:
-    """Go on with a handler that ``send(None)`` started and that is waiting on a future."""
+    """Go on with a handler that ``send(None)`` started and that is waiting on a future: wait
+    for that future here, in a task, and resume the handler, as a task would have."""
     while True:
         try:
             if waiting_for is None:
                 await asyncio.sleep(0)  # a bare yield: give the loop one turn
             else:
+                # The future was yielded marked "blocking" for a task to take over; no task
+                # saw it, so clear the mark as a task does before it waits.
+                waiting_for._asyncio_future_blocking = False
                 await waiting_for
         except BaseException as exc:
             if waiting_for is None or not waiting_for.done():
@@ -355,17 +359,21 @@ class UdpServer:
             )
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Close the sockets, then let handlers still waiting on the tracker finish."""
+        """Stop reading, let handlers still waiting on the tracker answer (for up to
+        ``timeout`` seconds), then close the sockets."""
         loop = asyncio.get_running_loop()
         for sock in self.sockets:
             loop.remove_reader(sock.fileno())
-            sock.close()
-        self.sockets.clear()
         pending = [t for f in self.frontends for t in f.pending]
         if pending:
             _done, late = await asyncio.wait(pending, timeout=timeout)
             for task in late:
                 task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
 
 
 def _socket(
