@@ -241,7 +241,7 @@ class UdpFrontend:
                 if url:
                     target = mask(quote_from_bytes(url, safe=_LOG_SAFE))
             status = "error" if body[3] == codec.ERROR else "ok"
-            client = client_prefix(peer_id).decode("latin-1") if peer_id else "-"
+            client = (client_prefix(peer_id).decode("latin-1") if peer_id else "") or "-"
             remote = addr[0]
             ms = round(seconds * 1000, 3)
             access_log.info(
