@@ -318,6 +318,52 @@ def machine_busy_seconds() -> float:
     return (v[0] + v[1] + v[2] + v[7]) / _CLK
 
 
+def _rusage_seconds(who: int) -> float:
+    import resource
+
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """The CPU used during one measurement: by the server under test, by the load generator
+    (this script's children), and by everything that is neither ours (``our_pids``, this
+    script) nor the load generator's: other processes on the machine. ``stop()`` returns them
+    in % of one core: ``server_cpu_pct``, ``load_cpu_pct``, ``other_cpu_pct``."""
+
+    def __init__(self, server_pid: int | None, our_pids: Sequence[int] = ()) -> None:
+        import resource
+
+        self.server_pid = server_pid
+        self.our_pids = list(our_pids)
+        self.children0 = _rusage_seconds(resource.RUSAGE_CHILDREN)
+        self.self0 = _rusage_seconds(resource.RUSAGE_SELF)
+        self.busy0 = machine_busy_seconds()
+        self.ours0 = sum(cpu_seconds(p) or 0.0 for p in self.our_pids)
+        self.server0 = cpu_seconds(server_pid) if server_pid else None
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, float | None]:
+        import resource
+
+        wall = time.perf_counter() - self.t0
+        server1 = cpu_seconds(self.server_pid) if self.server_pid else None
+        ours = sum(cpu_seconds(p) or 0.0 for p in self.our_pids) - self.ours0
+        busy = machine_busy_seconds() - self.busy0
+        load = _rusage_seconds(resource.RUSAGE_CHILDREN) - self.children0
+        mine = _rusage_seconds(resource.RUSAGE_SELF) - self.self0
+        if not wall:
+            return {"server_cpu_pct": None, "load_cpu_pct": None, "other_cpu_pct": None}
+        server = None
+        if self.server0 is not None and server1 is not None:
+            server = round(100 * (server1 - self.server0) / wall, 1)
+        return {
+            "server_cpu_pct": server,
+            "load_cpu_pct": round(100 * load / wall, 1),
+            "other_cpu_pct": round(max(0.0, 100 * (busy - ours - load - mine) / wall), 1),
+        }
+
+
 def _all_cpu() -> dict[int, tuple[float, str]]:
     out = {}
     for entry in os.listdir("/proc"):

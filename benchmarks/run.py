@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -284,12 +283,7 @@ def run_wrk(
         str(min_bytes),
         str(args.threads),
     ]
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before_self = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = bl.machine_busy_seconds()
-    ours0 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
-    srv_cpu0 = bl.cpu_seconds(srv.pid)
-    t0 = time.perf_counter()
+    meter = bl.CpuMeter(srv.pid, our_pids)
     try:
         proc = subprocess.run(
             bl.pinned(argv, load_core),
@@ -301,12 +295,7 @@ def run_wrk(
         stdout, stderr = proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         stdout, stderr = str(exc.stdout or ""), "wrk timed out"
-    wall = time.perf_counter() - t0
-    srv_cpu1 = bl.cpu_seconds(srv.pid)
-    ours1 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
-    busy1 = bl.machine_busy_seconds()
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after_self = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = meter.stop()
     with open(log_path, "a") as f:
         f.write(f"==== {srv.name} {kind} keepalive={keepalive}\n{stdout}\n{stderr}\n")
     result: dict = {"ok": False}
@@ -322,18 +311,11 @@ def run_wrk(
     result["sock_errors"] = sum(
         result[k] for k in ("err_connect", "err_read", "err_write", "err_timeout")
     )
-    wrk_cpu = (after_children.ru_utime + after_children.ru_stime) - (
-        before_children.ru_utime + before_children.ru_stime
-    )
-    result["wrk_cpu_pct"] = round(100 * wrk_cpu / wall, 1) if wall else None
+    result["wrk_cpu_pct"] = cpu["load_cpu_pct"]
     # CPU that neither wrk, this script nor our servers used: other processes on the machine.
-    self_cpu = (after_self.ru_utime + after_self.ru_stime) - (
-        before_self.ru_utime + before_self.ru_stime
-    )
-    other = (busy1 - busy0) - (ours1 - ours0) - wrk_cpu - self_cpu
-    result["other_cpu_pct"] = round(max(0.0, 100 * other / wall), 1) if wall else None
-    if srv_cpu0 is not None and srv_cpu1 is not None and secs:
-        result["server_cpu_pct"] = round(100 * (srv_cpu1 - srv_cpu0) / wall, 1)
+    result["other_cpu_pct"] = cpu["other_cpu_pct"]
+    if secs:
+        result["server_cpu_pct"] = cpu["server_cpu_pct"]
     result["hwm_kib"] = srv.hwm_kib()
     return result
 

@@ -29,10 +29,8 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -146,41 +144,30 @@ def run_loadgen(
         str(args.sockets),
         str(min_peers),
     ]
-    pids = our_pids or []
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before_self = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = bl.machine_busy_seconds()
-    ours0 = sum(bl.cpu_seconds(p) or 0.0 for p in pids)
-    srv0 = bl.cpu_seconds(srv_pid) if srv_pid else None
-    t0 = time.perf_counter()
+    meter = bl.CpuMeter(srv_pid, our_pids or [])
     proc = subprocess.run(
         bl.pinned(argv, load_core), capture_output=True, text=True, timeout=seconds + 120
     )
-    wall = time.perf_counter() - t0
-    srv1 = bl.cpu_seconds(srv_pid) if srv_pid else None
-    ours1 = sum(bl.cpu_seconds(p) or 0.0 for p in pids)
-    busy1 = bl.machine_busy_seconds()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after_self = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = meter.stop()
     line = next((x for x in proc.stdout.splitlines() if x.startswith("JSON ")), None)
     if line is None:
-        why = (proc.stderr or proc.stdout).strip()[
-            -300:
-        ] or f"no output (exit code {proc.returncode})"
-        return {"ok": False, "error": why}
+        why = (proc.stderr or proc.stdout).strip()[-300:]
+        return {"ok": False, "error": why or f"no output (exit code {proc.returncode})"}
     r = json.loads(line[5:])
-    r["ok"] = True
     secs = r["duration_us"] / 1e6
-    r["rps"] = r["answers"] / secs if secs else 0.0
-    load_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    self_cpu = (after_self.ru_utime + after_self.ru_stime) - (
-        before_self.ru_utime + before_self.ru_stime
+    r.update(cpu)
+    # The names run.py's summary reads (wrk's): UDP has no status codes or sockets to break.
+    r.update(
+        ok=True,
+        rps=r["answers"] / secs if secs else 0.0,
+        requests=r["sent"],
+        non200=0,
+        sock_errors=r["lost"],
+        err_timeout=r["lost"],
+        wrk_cpu_pct=cpu["load_cpu_pct"],
+        first_bad=r["first_bad"] or r["first_error"],
+        hwm_kib=bl.proc_status_kib(srv_pid, "VmHWM") if srv_pid else None,
     )
-    r["load_cpu_pct"] = round(100 * load_cpu / wall, 1)
-    other = (busy1 - busy0) - (ours1 - ours0) - load_cpu - self_cpu
-    r["other_cpu_pct"] = round(max(0.0, 100 * other / wall), 1)
-    if srv0 is not None and srv1 is not None and secs:
-        r["server_cpu_pct"] = round(100 * (srv1 - srv0) / wall, 1)
     return r
 
 
@@ -343,38 +330,17 @@ def start(target: Target, procs: bl.Processes) -> str | None:
 
 
 def summarise(rounds: list[dict]) -> dict:
+    """run.py's summary of the rounds, with the CPU per answer and UDP's error and lost counts."""
+    summary = http_bench.summarise(rounds)
+    if summary.get("rps") is None:
+        return summary
     good = [r for r in rounds if r.get("ok")]
-    if not good:
-        return {"rps": None, "error": rounds[0].get("error") if rounds else "not run"}
-
-    def med(key: str) -> float | None:
-        vals = [r[key] for r in good if r.get(key) is not None]
-        return statistics.median(vals) if vals else None
-
-    rps = med("rps")
-    cpu = med("server_cpu_pct")
-    return {
-        "rps": rps,
-        "rps_rounds": [round(r["rps"]) for r in good],
-        "p50_ms": (med("lat_p50_us") or 0) / 1000,
-        "p99_ms": (med("lat_p99_us") or 0) / 1000,
-        "server_cpu_pct": cpu,
-        "cpu_us_per_answer": (cpu / 100 / rps * 1e6) if cpu and rps else None,
-        "load_cpu_pct": med("load_cpu_pct") if "load_cpu_pct" in good[0] else med("wrk_cpu_pct"),
-        "other_cpu_pct": max((r.get("other_cpu_pct") or 0) for r in good),
-        # Malformed answers, error answers, and (UDP) announces never answered.
-        "bad": sum(r.get("bad", 0) + r.get("non200", 0) for r in good),
-        "errors": sum(r.get("errors", 0) for r in good),
-        "lost": sum(r.get("lost", 0) for r in good),
-        "first_bad": next(
-            (
-                r.get("first_bad") or r.get("first_error")
-                for r in good
-                if r.get("first_bad") or r.get("first_error")
-            ),
-            "",
-        ),
-    }
+    rps, cpu = summary["rps"], summary["server_cpu_pct"]
+    summary["cpu_us_per_answer"] = cpu / 100 / rps * 1e6 if cpu and rps else None
+    summary["load_cpu_pct"] = summary["wrk_cpu_pct"]
+    summary["errors"] = sum(r.get("errors", 0) for r in good)
+    summary["lost"] = sum(r.get("lost", 0) for r in good)
+    return summary
 
 
 def print_table(results: dict[tuple[str, str], dict]) -> None:
@@ -396,7 +362,7 @@ def print_table(results: dict[tuple[str, str], dict]) -> None:
             f"{name:<20} {scenario:<20} {s['rps']:>9.0f} {rounds:>20} {s['p50_ms']:>7.2f} "
             f"{s['p99_ms']:>7.2f} {s['server_cpu_pct'] or 0:>6.0f}% {per:>9} "
             f"{s['load_cpu_pct'] or 0:>7.0f}% {s['other_cpu_pct']:>5.0f}% "
-            f"{s['bad']:>4} {s['errors']:>4} {s['lost']:>5}"
+            f"{s['non200'] + s['bad']:>4} {s['errors']:>4} {s['lost']:>5}"
             + (f"  ({s['first_bad'][:50]})" if s["first_bad"] else "")
         )
 
@@ -450,7 +416,7 @@ def ratios(results: dict[tuple[str, str], dict]) -> list[dict]:
             "noisy": jl_other > NOISY_OTHER_PCT,
         }
     )
-    bad = None if r is None else r["summary"].get("bad")
+    bad = None if r is None or r["summary"].get("rps") is None else r["summary"]["bad"]
     rows.append(
         {
             "label": "JohnLocke UDP malformed or error answers",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +20,8 @@ from johnlocke.bittorrent import (
 from johnlocke.errors import ClientError
 from johnlocke.udp import codec
 
+from .test_protocol import FIXTURES
 from .udp_client import MAGIC, announce_datagram, url_option
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "clients"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone
-    FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "clients"
 
 CID = bytes.fromhex("0123456789abcdef")
 IH = bytes(range(20))

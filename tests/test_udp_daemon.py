@@ -17,6 +17,7 @@ from johnlocke.access import BAD_PASSKEY, NO_PASSKEY, UNREGISTERED
 
 from .access_files import Torrent, write_lines
 from .daemon import Daemon, run_daemon
+from .test_access_daemon import PRIVATE as ACCESS_PRIVATE
 from .udp_client import (
     COMPLETED,
     MAGIC,
@@ -264,16 +265,7 @@ def test_a_udp_port_in_use_stops_start_up_with_a_message():
 # --- private mode, logs and reloads ------------------------------------------------------------
 
 
-PRIVATE = """
-[access]
-mode = "private"
-torrents_dir = "torrents"
-passkeys = "passkeys.txt"
-rescan_interval = 0
-
-[log]
-access_log = true
-"""
+PRIVATE = ACCESS_PRIVATE + "\n[log]\naccess_log = true\n"
 
 
 def test_private_mode_takes_the_passkey_from_the_bep41_url(tmp_path):

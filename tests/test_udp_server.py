@@ -5,6 +5,7 @@ inside the tracker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -75,12 +76,22 @@ def server(store: MemoryStore, *, secret: bytes | None = None, reuse_port: bool 
     return UdpServer(Tracker(config, store), config, Stats(), secret, reuse_port)
 
 
-async def test_a_store_that_waits_does_not_hold_other_datagrams_up():
-    srv = server(SlowStore(0.3))
+@contextlib.asynccontextmanager
+async def running(store: MemoryStore):
+    """A started server on ``store`` and a connected client (both closed afterwards)."""
+    srv = server(store)
     await srv.start()
     c = Client(srv.addresses[0][1])
     try:
         await c.connect()
+        yield srv, c
+    finally:
+        c.close()
+        await srv.stop()
+
+
+async def test_a_store_that_waits_does_not_hold_other_datagrams_up():
+    async with running(SlowStore(0.3)) as (_srv, c):
         c.announce(7, b"a" * 20)
         # While the announce waits on the store, a connect is answered at once.
         c.send(MAGIC + struct.pack(">II", 0, 8))
@@ -88,42 +99,26 @@ async def test_a_store_that_waits_does_not_hold_other_datagrams_up():
         assert struct.unpack_from(">II", first) == (0, 8)
         second = await c.recv()
         assert struct.unpack_from(">IIIII", second) == (1, 7, 1800, 0, 1)
-    finally:
-        c.close()
-        await srv.stop()
 
 
 async def test_shutdown_lets_handlers_in_flight_answer():
-    srv = server(SlowStore(0.2))
-    await srv.start()
-    c = Client(srv.addresses[0][1])
-    try:
-        await c.connect()
+    async with running(SlowStore(0.2)) as (srv, c):
         c.announce(9, b"b" * 20)
         await asyncio.sleep(0.05)  # read, now waiting on the store
         await srv.stop(timeout=5)
         answer = await c.recv()
         assert struct.unpack_from(">II", answer) == (1, 9)
         assert srv.sockets == []
-    finally:
-        c.close()
 
 
 async def test_a_failure_inside_the_tracker_is_logged_and_answered_generically(caplog):
-    srv = server(BrokenStore())
-    await srv.start()
-    c = Client(srv.addresses[0][1])
-    try:
-        await c.connect()
+    async with running(BrokenStore()) as (srv, c):
         with caplog.at_level(logging.ERROR, logger="johnlocke.udp"):
             c.announce(3, b"c" * 20)
             answer = await c.recv()
         assert answer == struct.pack(">II", 3, 3) + b"internal tracker error"
         assert "the disk is on fire" in caplog.text
         assert srv.stats.udp.failures == {INTERNAL_REASON: 1}
-    finally:
-        c.close()
-        await srv.stop()
 
 
 async def test_servers_sharing_a_port_and_a_secret_accept_each_others_ids():
@@ -188,11 +183,7 @@ async def test_a_port_taken_by_another_socket_is_an_error():
 
 async def test_a_handler_that_outlives_the_shutdown_timeout_is_cancelled():
     store = SlowStore(30)
-    srv = server(store)
-    await srv.start()
-    c = Client(srv.addresses[0][1])
-    try:
-        await c.connect()
+    async with running(store) as (srv, c):
         c.announce(11, b"d" * 20)
         await asyncio.sleep(0.05)
         t0 = asyncio.get_running_loop().time()
@@ -201,5 +192,3 @@ async def test_a_handler_that_outlives_the_shutdown_timeout_is_cancelled():
         assert not store.swarms  # cancelled while it waited: nothing was stored
         with pytest.raises(TimeoutError):
             await c.recv(timeout=0.2)
-    finally:
-        c.close()

@@ -175,13 +175,8 @@ class UdpFrontend:
             self.events[req.event] += 1  # stats
             if not hash(req.peer_id) % self.stats.client_sample:  # stats
                 self.stats.count_client(req.peer_id)
-        except ClientError as exc:
-            body = codec.encode_error(transaction_id, exc.reason)
-            self.udp.fail(exc.reason)  # stats
-        except Exception:
-            log.exception("UDP announce from %s failed", addr[0])
-            body = codec.encode_error(transaction_id, INTERNAL_REASON)
-            self.udp.fail(INTERNAL_REASON)  # stats
+        except Exception as exc:
+            body = self._refusal(transaction_id, exc, "announce", addr)
         dt = perf_counter() - t0  # stats
         self.latency_counts[bisect_left(LATENCY_BOUNDS, dt)] += 1  # stats
         self.latency.sum += dt  # stats
@@ -197,18 +192,24 @@ class UdpFrontend:
             # them. A UDP scrape is never a full scrape (no hash is refused above).
             rows = await self.tracker.scrape(hashes)
             body = codec.encode_scrape(transaction_id, hashes, rows)
-        except ClientError as exc:
-            body = codec.encode_error(transaction_id, exc.reason)
-            self.udp.fail(exc.reason)  # stats
-        except Exception:
-            log.exception("UDP scrape from %s failed", addr[0])
-            body = codec.encode_error(transaction_id, INTERNAL_REASON)
-            self.udp.fail(INTERNAL_REASON)  # stats
+        except Exception as exc:
+            body = self._refusal(transaction_id, exc, "scrape", addr)
         dt = perf_counter() - t0  # stats
         self.udp.scrape_latency.observe(dt)  # stats
         self._send(body, addr)
         if access_log.isEnabledFor(logging.INFO):
             self._log(addr, "scrape", data, None, body, dt)
+
+    def _refusal(self, transaction_id: int, exc: Exception, action: str, addr: Any) -> bytes:
+        """The error packet for a request that raised: a ``ClientError`` tells the client its
+        reason; anything else is a bug, logged, and the client gets a generic error."""
+        if isinstance(exc, ClientError):
+            reason = exc.reason
+        else:
+            log.error("UDP %s from %s failed", action, addr[0], exc_info=exc)
+            reason = INTERNAL_REASON
+        self.udp.fail(reason)  # stats
+        return codec.encode_error(transaction_id, reason)
 
     def _send(self, body: bytes, addr: Any) -> None:
         try:
