@@ -51,6 +51,9 @@ DEFAULT_SERVERS = ("johnlocke", "opentracker", "bittorrent-tracker")
 NOISY_OTHER_PCT = http_bench.NOISY_OTHER_PCT
 # Scenarios: UDP for every server; JohnLocke's HTTP ones from run.py on the same daemon.
 UDP = "announce-udp"
+# JohnLocke's UDP again with --light-inflight announces in flight: with a fixed number in flight,
+# latency is about in-flight / rate, so this shows the time to answer one without the queue.
+UDP_LIGHT = "announce-udp-light"
 HTTP_SCENARIOS = {"announce-http-ka": True, "announce-http-close": False}
 
 
@@ -60,6 +63,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
     p.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     p.add_argument("--inflight", type=int, default=128, help="UDP announces in flight (128)")
+    p.add_argument(
+        "--light-inflight",
+        type=int,
+        default=16,
+        help="also measure JohnLocke's UDP latency with this many in flight (16; 0: no)",
+    )
     p.add_argument("--sockets", type=int, default=16, help="UDP clients (source ports) (16)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections for HTTP (64)")
     p.add_argument("--swarms", type=int, default=1000)
@@ -131,8 +140,10 @@ def run_loadgen(
     srv_pid: int | None = None,
     our_pids: list[int] | None = None,
     min_peers: int = MIN_PEERS,
+    inflight: int | None = None,
 ) -> dict:
     """One run of the load generator; its JSON result plus the CPU figures around it."""
+    inflight = inflight or args.inflight
     argv = [
         str(binary),
         bl.HOST,
@@ -140,8 +151,8 @@ def run_loadgen(
         str(records),
         mode,
         f"{seconds:g}",
-        str(args.inflight),
-        str(args.sockets),
+        str(inflight),
+        str(min(args.sockets, inflight)),
         str(min_peers),
     ]
     meter = bl.CpuMeter(srv_pid, our_pids or [])
@@ -416,6 +427,19 @@ def ratios(results: dict[tuple[str, str], dict]) -> list[dict]:
             "noisy": jl_other > NOISY_OTHER_PCT,
         }
     )
+    light = results.get(("johnlocke", UDP_LIGHT))
+    if light is not None and light["summary"].get("rps") is not None:
+        rows.append(
+            {
+                "label": f"(info) JohnLocke UDP p99 at {light['inflight']} in flight",
+                "value": light["summary"]["p99_ms"],
+                "target": None,
+                "unit": " ms",
+                "op": "<=",
+                "met": None,
+                "noisy": light["summary"]["other_cpu_pct"] > NOISY_OTHER_PCT,
+            }
+        )
     bad = None if r is None or r["summary"].get("rps") is None else r["summary"]["bad"]
     rows.append(
         {
@@ -543,6 +567,8 @@ def main() -> int:
             plan = []
             for t in targets:
                 plan.append((t, UDP))
+                if t.name == "johnlocke" and args.light_inflight:
+                    plan.append((t, UDP_LIGHT))
                 if t.http and not args.no_http:
                     plan.extend((t, sc) for sc in HTTP_SCENARIOS)
             per: dict[tuple[str, str], list[dict]] = {(t.name, sc): [] for t, sc in plan}
@@ -550,7 +576,7 @@ def main() -> int:
             for rnd in range(args.rounds):
                 shift = rnd % len(plan) if plan else 0
                 for t, sc in plan[shift:] + plan[:shift]:
-                    if sc == UDP:
+                    if sc in (UDP, UDP_LIGHT):
                         r = run_loadgen(
                             loadgen,
                             t.udp_port,
@@ -561,6 +587,7 @@ def main() -> int:
                             load_core,
                             t.pid,
                             pids,
+                            inflight=args.light_inflight if sc == UDP_LIGHT else None,
                         )
                     else:
                         r = http_bench.run_wrk(
@@ -589,7 +616,7 @@ def main() -> int:
                 results[key] = {
                     "rounds": rounds,
                     "summary": summarise(rounds),
-                    "inflight": args.inflight,
+                    "inflight": args.light_inflight if key[1] == UDP_LIGHT else args.inflight,
                 }
             for t in targets:
                 checks[t.name]["hwm_kib"] = t.server.hwm_kib()

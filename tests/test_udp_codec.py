@@ -5,6 +5,7 @@ Datagrams are built with ``tests/udp_client.py``, which lays them out by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -277,6 +278,13 @@ def test_connection_ids_are_8_bytes_and_depend_on_every_input():
         codec.connection_id(SECRET, IP4, 101),
     }
     assert base not in others and len(others) == 4
+
+
+def test_an_id_is_the_keyed_blake2s_of_the_address_and_the_window():
+    # What any other process (or implementation) given the secret must compute to agree.
+    for secret, ip in ((SECRET, IP4), (b"short key 16 b..", IP6)):
+        expected = hashlib.blake2s(ip + (12345).to_bytes(8, "big"), key=secret, digest_size=8)
+        assert codec.connection_id(secret, ip, 12345) == expected.digest()
 
 
 def test_an_id_is_accepted_in_its_window_and_the_next_only():

@@ -8,7 +8,7 @@ connection id back, which it puts at the front of its announces and scrapes for 
 minute or so. Holding a valid id proves that the sender receives what is sent to its address,
 so a spoofed source cannot announce, move or stop a peer.
 
-The tracker keeps no state per client for this: a connection id is a keyed hash (blake2b, 8
+The tracker keeps no state per client for this: a connection id is a keyed hash (blake2s, 8
 bytes) of the sender's address and a time window of half the configured lifetime, and the ids of
 the current and the previous window are accepted: an id lives between half the lifetime and the
 whole of it. Processes that share the key (``[udp] secret``) agree on every id.
@@ -38,9 +38,10 @@ the fast-path build compiles this module as it is.
 from __future__ import annotations
 
 import struct
-from hashlib import blake2b
+from hashlib import blake2s
 from hmac import compare_digest
 from socket import AF_INET, inet_ntop
+from typing import Any
 
 from johnlocke.bittorrent import (
     EVENT_COMPLETED,
@@ -102,9 +103,23 @@ def time_window(now: float, lifetime: int) -> int:
     return int(now // (lifetime // 2))
 
 
+# The hash keyed with each secret, its key block already absorbed: an id then costs one copy
+# and one compression. blake2s rather than blake2b: for inputs this short its 64-byte blocks
+# make it about a third faster (a connection id is computed for every request).
+_KEYED: dict[bytes, Any] = {}
+
+
 def connection_id(secret: bytes, ip: bytes, window: int) -> bytes:
-    """The 8-byte connection id of a sender's address (``ip``, packed) in a time window."""
-    return blake2b(ip + window.to_bytes(8, "big"), key=secret, digest_size=8).digest()
+    """The 8-byte connection id of a sender's address (``ip``, packed) in a time window;
+    ``secret`` is 1 to 32 bytes."""
+    keyed = _KEYED.get(secret)
+    if keyed is None:
+        if len(_KEYED) >= 16:
+            _KEYED.clear()
+        keyed = _KEYED[secret] = blake2s(key=secret, digest_size=8)
+    h = keyed.copy()
+    h.update(ip + window.to_bytes(8, "big"))
+    return h.digest()
 
 
 def connection_id_ok(cid: bytes, secret: bytes, ip: bytes, window: int) -> bool:
