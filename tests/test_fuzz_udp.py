@@ -127,8 +127,9 @@ def test_parse_announce_on_near_valid_datagrams(data, v6):
     if req is not None:
         check_announce(req)
         assert req.event in (0, 1, 2, 3) and req.compact
-        assert req.ip is None or (not v6 and req.ip == b"10.0.0.1")
-        assert req.key in (None, b"00000001", b"00000002")
+        # The IP field reaches the tracker only from IPv4 senders, and then as an address.
+        assert req.ip is None or (not v6 and socket.inet_aton(req.ip.decode()) != bytes(4))
+        assert req.key is None or (len(req.key) == 8 and int(req.key, 16) > 0)
 
 
 @FAST
