@@ -27,8 +27,9 @@ loop.
 
 ``read_header`` triages a datagram: what cannot be a request at all (too short to carry a
 transaction id, over ``MAX_DATAGRAM``, a connect without the magic number) raises ``Drop``
-with a reason to count, and is never answered. Everything else gets an answer; a refusal of a
-well-formed request raises ``ClientError``, whose reason is sent in an error packet (action 3),
+with a reason to count, and is never answered. Any other request but a connect must then carry
+a valid connection id (``connection_id_ok``; else ``refuse_unproven``). A refusal of a request
+from a proven sender raises ``ClientError``, whose reason is sent in an error packet (action 3),
 as HTTP sends a ``failure reason``.
 
 The functions work on ``bytes`` with ``struct`` and plain locals (no generators or closures):
@@ -64,8 +65,7 @@ ERROR = 3
 
 HEADER_SIZE = 16  # connection id (or magic), action, transaction id
 ANNOUNCE_SIZE = 98  # the fixed part; BEP 41 options may follow
-SCRAPE_MIN_SIZE = HEADER_SIZE + 20
-# What fits in one answer datagram of 908 bytes (8 + 74 x 12), the limit BEP 15 clients keep to.
+# BEP 15: "up to about 74 torrents can be scraped at once".
 MAX_SCRAPE_HASHES = 74
 # Real announces are 98-150 bytes and a full scrape 1,496; anything longer is not a request.
 MAX_DATAGRAM = 2048
