@@ -325,3 +325,18 @@ def test_sighup_reaches_udp_clients():
 def test_magic_is_checked_on_connect_only(both):
     with UdpClient("127.0.0.1", both.udp_port) as c:
         assert len(c.exchange(MAGIC + bytes([0, 0, 0, 0, 1, 2, 3, 4]) + b"trailing")) == 16
+
+
+def test_limits_apply_over_udp_as_over_http():
+    with run_daemon("[limits]\nmax_peers_per_ip = 1\n") as d:
+        info_hash = os.urandom(20)
+        with UdpClient("127.0.0.1", d.udp_port) as c:
+            c.connect()
+            c.announce(info_hash, pid(1), event=STARTED, port=7001)
+            with pytest.raises(UdpError) as info:
+                c.announce(info_hash, pid(2), event=STARTED, port=7002)
+        # The refusal HTTP gives, with the same reason; the refused peers changed nothing.
+        http = http_announce(d, info_hash, pid(3), 7003, event="started")
+        assert str(info.value) == http[b"failure reason"].decode()
+        assert "too many peers from your address" in str(info.value)
+        assert http_scrape(d, info_hash) == (1, 0, 0)
