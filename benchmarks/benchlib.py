@@ -6,6 +6,7 @@ Nothing here talks to anything but 127.0.0.0/8. Every subprocess is started thro
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -220,6 +221,86 @@ def pinned(argv: Sequence[str], core: int | None) -> list[str]:
 
 def cores_ok() -> bool:
     return (os.cpu_count() or 1) >= 2
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options every throughput benchmark takes: rounds and their length, the workload,
+    installing, waiting for a quiet machine, keeping the work directory."""
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
+    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
+    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    p.add_argument("--swarms", type=int, default=1000, help="swarms (default 1000)")
+    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
+    p.add_argument("--numwant", type=int, default=50)
+    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the CPUs idle",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+
+
+def finish_run_args(
+    p: argparse.ArgumentParser, a: argparse.Namespace, servers: Sequence[str]
+) -> argparse.Namespace:
+    """Defaults that depend on --quick, the --servers list checked against ``servers``."""
+    a.duration = a.duration or (3.0 if a.quick else 7.0)
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    for s in a.servers:
+        if s not in servers:
+            p.error(f"unknown server {s!r}")
+    if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
+        p.error("--rounds must be 1..20 and --duration 1..300")
+    return a
+
+
+def cores(load: str = "the load generator and this script") -> tuple[int | None, int | None, str]:
+    """(tracker core, load core, a line saying so); nothing is pinned with fewer than 2 cores."""
+    if cores_ok():
+        return (
+            TRACKER_CORE,
+            LOAD_CORE,
+            f"servers on core {TRACKER_CORE}, {load} on core {LOAD_CORE}",
+        )
+    return None, None, "NOT pinned: fewer than 2 cores, figures are not comparable to a 2-core run"
+
+
+def busy_before(seconds: float = 2.0) -> tuple[float, list[tuple[float, int, str]], str]:
+    """Other processes' load before a run: (share of a core, the top ones, a warning or "");
+    the warning is printed."""
+    other, top = other_load(seconds)
+    note = ""
+    if other > 0.1:
+        note = (
+            f"other processes used {other:.0%} of a core in a {seconds:g} s check before the run "
+            f"({', '.join(f'{name} {share:.0%}' for share, _pid, name in top[:4])}): "
+            "figures will be noisy; see the 'other' column"
+        )
+        log(f"WARNING: {note}")
+    return other, top, note
+
+
+def write_results(prefix: str, stamp: str, doc: dict) -> Path:
+    """``results/PREFIX-STAMP.json``; returns its path."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{prefix}-{stamp}.json"
+    out.write_text(json.dumps(doc, indent=1, default=str))
+    return out
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s code; Ctrl-C says that every process started has been stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this script started has been stopped", flush=True)
+        sys.exit(130)
 
 
 def pin_self(core: int | None) -> None:

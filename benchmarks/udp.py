@@ -59,9 +59,7 @@ HTTP_SCENARIOS = {"announce-http-ka": True, "announce-http-close": False}
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="JohnLocke UDP vs its HTTP and reference trackers.")
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
-    p.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
+    bl.add_run_args(p)
     p.add_argument("--inflight", type=int, default=128, help="UDP announces in flight (128)")
     p.add_argument(
         "--light-inflight",
@@ -71,34 +69,14 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--sockets", type=int, default=16, help="UDP clients (source ports) (16)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections for HTTP (64)")
-    p.add_argument("--swarms", type=int, default=1000)
-    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
-    p.add_argument("--numwant", type=int, default=50)
     p.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
         help=f"comma-separated subset of: {', '.join(ALL_SERVERS)}",
     )
     p.add_argument("--no-http", action="store_true", help="skip JohnLocke's HTTP scenarios")
-    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to leave the CPUs idle",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
-    a = p.parse_args()
-    a.duration = a.duration or (3.0 if a.quick else 7.0)
-    a.rounds = a.rounds or (1 if a.quick else 3)
+    a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
     a.threads = 1  # for run.run_wrk
-    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-    for s in a.servers:
-        if s not in ALL_SERVERS:
-            p.error(f"unknown server {s!r}")
-    if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
-        p.error("--rounds must be 1..20 and --duration 1..300")
     return a
 
 
@@ -463,7 +441,7 @@ def print_ratios(rows: list[dict]) -> None:
         verdict = "N/A" if r["met"] is None else ("MET" if r["met"] else "NOT MET")
         if r["target"] is None:
             verdict = "(info)"
-        if r["noisy"]:
+        if r["noisy"] and r["value"] is not None:
             verdict += f"  [noisy: other processes used > {NOISY_OTHER_PCT:.0f}% of a core]"
         print(f"{r['label']:<{width}}  {value:>9}  {target:>9}  {verdict}")
 
@@ -474,14 +452,7 @@ def print_ratios(rows: list[dict]) -> None:
 def main() -> int:
     args = parse_args()
     t_start = time.monotonic()
-    if bl.cores_ok():
-        tracker_core, load_core = bl.TRACKER_CORE, bl.LOAD_CORE
-        pinning = (
-            f"servers on core {tracker_core}, load generators and this script on core {load_core}"
-        )
-    else:
-        tracker_core = load_core = None
-        pinning = "NOT pinned: fewer than 2 cores"
+    tracker_core, load_core, pinning = bl.cores("the load generators and this script")
     bl.pin_self(load_core)
     loadgen = build_loadgen()
     if not args.no_http and "johnlocke" in args.servers:
@@ -508,10 +479,7 @@ def main() -> int:
 
     if args.wait_quiet:
         bl.wait_quiet(args.wait_quiet)
-    other, top = bl.other_load(2.0)
-    if other > 0.1:
-        names = ", ".join(f"{name} {share:.0%}" for share, _pid, name in top[:4])
-        print(f"WARNING: other processes used {other:.0%} of a core before the run ({names})")
+    other, top, busy_note = bl.busy_before(2.0)
     targets, skipped = build_targets(args, wl, workdir, tracker_core)
     results: dict[tuple[str, str], dict] = {}
     checks: dict[str, dict] = {}
@@ -642,13 +610,12 @@ def main() -> int:
     print("\nRATIOS (within this run)")
     rows = ratios(results)
     print_ratios(rows)
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    out = bl.RESULTS / f"udp-{stamp}.json"
     doc = {
         "date": stamp,
         "johnlocke_commit": http_bench.git_describe(),
         "cores": os.cpu_count(),
         "pinning": pinning,
+        "other_load_before": {"share_of_a_core": round(other, 3), "top": top, "note": busy_note},
         "args": vars(args),
         "skipped": skipped,
         "checks": checks,
@@ -656,14 +623,10 @@ def main() -> int:
         "ratios": rows,
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
-    out.write_text(json.dumps(doc, indent=1, default=str))
+    out = bl.write_results("udp", stamp, doc)
     print(f"\nJSON: {out}   (elapsed {doc['elapsed_s']} s)")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this script started has been stopped", flush=True)
-        sys.exit(130)
+    bl.run_main(main)
