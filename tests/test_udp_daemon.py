@@ -219,7 +219,7 @@ def test_ids_survive_a_restart_only_with_a_configured_secret(tmp_path):
             port = d.port
             c = UdpClient("127.0.0.1", d.udp_port)
             c.connect()
-        # The same ports again (UDP follows [http] port), so the client can keep its id.
+        # The client keeps its socket (its address), so it can keep its id.
         with run_daemon(config, workdir=workdir, port=port) as d2:
             c.sock.connect(("127.0.0.1", d2.udp_port))
             try:
@@ -242,11 +242,30 @@ def test_the_ip_field_counts_only_where_ip_is_believed():
                 assert got[b"peers"] == compact(expected, 7000)
 
 
-def test_udp_can_be_turned_off_and_given_its_own_port():
+def free_tcp_and_udp_port() -> int:
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            try:
+                udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+            except OSError:
+                continue
+            return tcp.getsockname()[1]
+    raise AssertionError("no port free for both TCP and UDP")
+
+
+def test_udp_takes_the_http_port_number_unless_told_otherwise():
+    port = free_tcp_and_udp_port()
+    with run_daemon("", port=port, udp_port=None) as d:
+        assert d.port == d.udp_port == port
+        assert f"listening on 127.0.0.1:{port} and udp://127.0.0.1:{port} " in d.log_text()
+
+
+def test_udp_can_be_turned_off():
     with run_daemon("[udp]\nenabled = false\n") as d:
         assert d.udp_ports == {} and "udp://" not in d.log_text()
-    with run_daemon("[udp]\nport = 0\n", port=0) as d:
-        assert d.udp_port != 0
 
 
 def test_a_udp_port_in_use_stops_start_up_with_a_message():
