@@ -314,7 +314,8 @@ class UdpServer:
         http_port: int | None = None,
     ) -> None:
         """``http_port`` is the HTTP port really used when it is not ``[http] port`` (the
-        supervisor's choice for its workers): with no ``[udp] port`` (or 0), UDP takes that number."""
+        supervisor's choice for its workers): with no ``[udp] port`` (or 0), UDP takes that
+        number."""
         self.tracker = tracker
         self.config = config
         self.stats = stats
