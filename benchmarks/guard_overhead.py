@@ -5,6 +5,9 @@
 
 1. Per data chunk: the guard forwards ``data_received`` to aiohttp's handler after one
    attribute test; timed against calling the handler directly (a no-op stand-in), in ns.
+   Per request, on a keep-alive connection: the idle -> busy -> idle bookkeeping (the first
+   chunk of a request, then ``answered()`` once aiohttp has written the answer), and the check
+   of the request line's HTTP version in the request factory, each against the bare call.
 2. End to end: the tracker app served by a child process, once through
    ``johnlocke.http.server.start`` (guarded) and once through a plain ``AppRunner``/``TCPSite``
    (no guard), alternating; this process drives keep-alive announces over raw sockets from
@@ -56,33 +59,75 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def per_chunk_ns() -> tuple[float, float]:
+class _Inner:
+    """A no-op stand-in for aiohttp's handler."""
+
+    def connection_made(self, transport):
+        pass
+
+    def data_received(self, data):
+        pass
+
+
+class _Transport:
+    def close(self):
+        pass
+
+
+def _served_guard(idle: bool):
+    """A guard whose connection has had its first request: busy with it, or answered (idle)."""
     from johnlocke.http.server import _Guard, _Limits
 
-    class Inner:
-        def connection_made(self, transport):
-            pass
-
-        def data_received(self, data):
-            pass
-
-    class Transport:
-        def close(self):
-            pass
-
     async def build():
-        guard = _Guard(_Limits(10, 60.0), Inner)
-        guard.connection_made(Transport())
+        guard = _Guard(_Limits(10, 60.0), _Inner)
+        guard.connection_made(_Transport())
         guard.data_received(b"GET / HTTP/1.1\r\n\r\n")  # the first request is complete
+        if idle:
+            guard.answered()
         return guard
 
-    guard = asyncio.run(build())
+    return asyncio.run(build())
+
+
+def per_chunk_ns() -> tuple[float, float]:
+    guard = _served_guard(idle=False)
     inner = guard.inner
     data = b"x" * 400
     n = 2_000_000
     through = min(timeit.repeat(lambda: guard.data_received(data), number=n, repeat=5)) / n
     direct = min(timeit.repeat(lambda: inner.data_received(data), number=n, repeat=5)) / n
     return through * 1e9, direct * 1e9
+
+
+def per_request_ns() -> tuple[float, float, float, float]:
+    """(idle -> busy -> idle through the guard, the bare chunk; version check, bare factory)."""
+    from aiohttp.http import HttpVersion11
+
+    from johnlocke.http.server import _http1
+
+    guard = _served_guard(idle=True)
+    inner = guard.inner
+    data = b"x" * 400
+
+    def cycle():
+        guard.data_received(data)
+        guard.answered()
+
+    n = 1_000_000
+    through = min(timeit.repeat(cycle, number=n, repeat=5)) / n
+    direct = min(timeit.repeat(lambda: inner.data_received(data), number=n, repeat=5)) / n
+
+    class Message(tuple):
+        version = HttpVersion11
+
+    def make(message, payload, protocol, writer, task):
+        return message
+
+    message = Message()
+    checked = _http1(make)
+    version = min(timeit.repeat(lambda: checked(message, 1, 2, 3, 4), number=n, repeat=5)) / n
+    bare = min(timeit.repeat(lambda: make(message, 1, 2, 3, 4), number=n, repeat=5)) / n
+    return through * 1e9, direct * 1e9, version * 1e9, bare * 1e9
 
 
 async def drive(port: int, seconds: float, connections: int) -> float:
@@ -136,6 +181,11 @@ def main() -> int:
         os.sched_setaffinity(0, {0})
     through, direct = per_chunk_ns()
     print(f"per data chunk: {through:.0f} ns through the guard, {direct:.0f} ns direct")
+    cycle, chunk, version, bare = per_request_ns()
+    print(
+        f"per request: {cycle:.0f} ns for a chunk + idle/busy bookkeeping ({chunk:.0f} ns the bare"
+        f" chunk); {version:.0f} ns the request factory with the version check ({bare:.0f} ns bare)"
+    )
     rates: dict[str, list[float]] = {"guarded": [], "plain": []}
     for _ in range(args.rounds):
         for mode in ("plain", "guarded"):

@@ -1,14 +1,18 @@
 """The configuration: one TOML file, validated strictly.
 
 Every model is frozen and forbids unknown keys, so a misspelled key stops start-up instead of
-being silently ignored. ``load`` turns every failure into one ``ConfigError`` line that names the
-file, the key and what was expected; the CLI prints it and exits without a traceback.
+being silently ignored. ``load`` turns every failure into a ``ConfigError`` with one line per
+problem, each naming the file (or the command-line flag the value came from, see
+``johnlocke.flags``), the key and what was expected; the CLI prints them all and exits without a
+traceback.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +28,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# "auto" for [http] max_connections_per_ip: this share of max_connections.
+AUTO_PER_IP_SHARE = 8
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class HttpConfig(_Section):
     host: list[str] = Field(default_factory=lambda: ["0.0.0.0", "::"])
     port: int = Field(default=6969, ge=0, le=65535)
@@ -34,6 +43,35 @@ class HttpConfig(_Section):
     # A new connection must deliver its first complete request head within this many seconds.
     request_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=4096, ge=1)
+    # HTTPS: PEM files, relative to the config file; "" for plain HTTP. An empty tls_key means
+    # the key is in the tls_cert file.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Most connections one address (an IPv6 /64) may hold; "auto" is an eighth of the cap.
+    max_connections_per_ip: Literal["auto"] | int = "auto"
+    # The one forwarding header believed from trusted_proxies.
+    real_ip_header: str = "X-Forwarded-For"
+
+    @property
+    def connections_per_ip(self) -> int:
+        """The per-address connection limit in effect (0: none)."""
+        if self.max_connections_per_ip == "auto":
+            return max(1, self.max_connections // AUTO_PER_IP_SHARE)
+        return self.max_connections_per_ip
+
+    @field_validator("max_connections_per_ip", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError('must be "auto" (an eighth of max_connections) or a number (0: no limit)')
+
+    @field_validator("real_ip_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError('must be a header name, such as "X-Forwarded-For" or "X-Real-IP"')
+        return value
 
     @field_validator("host", mode="before")
     @classmethod
@@ -55,6 +93,44 @@ class HttpConfig(_Section):
     def _networks(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> HttpConfig:
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("tls_key needs tls_cert (the certificate chain it goes with)")
+        return self
+
+
+class UdpConfig(_Section):
+    """The UDP tracker (BEP 15): the same tracker as over HTTP, on its own socket(s)."""
+
+    enabled: bool = True
+    # None: the same addresses as [http] host; port None: the same number as [http] port.
+    host: list[str] | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    # A connection id is accepted for between half of this and this many seconds.
+    connection_id_lifetime: int = Field(default=120, ge=2, le=86400)
+    # SO_RCVBUF in bytes (0: the system's default); the kernel may cap it (net.core.rmem_max).
+    receive_buffer: int = Field(default=4 * 1024 * 1024, ge=0, le=1 << 30)
+    # "": a random secret per process. Processes sharing a port must share a secret.
+    secret: str = ""
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return HttpConfig._one_or_many(value)
+
+    @field_validator("host")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else HttpConfig._addresses(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isprintable()):
+            raise ValueError("must be empty (a random secret) or at least 16 printable characters")
         return value
 
 
@@ -216,6 +292,45 @@ class StateConfig(_Section):
         return value
 
 
+class StoreConfig(_Section):
+    """Where swarms live: this process's memory, or Redis (shared by every process)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    prefix: str = "jl:"
+    timeout: float = Field(default=2.0, gt=0, le=60)
+    pool: int = Field(default=200, ge=1, le=5000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be a redis://, rediss:// (TLS) or unix:// URL, such as"
+                ' "redis://127.0.0.1:6379/0"'
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not 0 < len(value) <= 64 or not value.isprintable() or set(value) & set("{} "):
+            raise ValueError("must be 1 to 64 printable characters without spaces, { or }")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StoreConfig:
+        if self.cluster and self.url.startswith("unix://"):
+            raise ValueError("cluster = true needs a redis:// or rediss:// URL")
+        return self
+
+
+class WorkersConfig(_Section):
+    # Tracker processes sharing the listening ports (SO_REUSEPORT); more than 1 needs Redis.
+    count: int = Field(default=1, ge=1, le=256)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -224,6 +339,7 @@ class LogConfig(_Section):
 
 class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
+    udp: UdpConfig = Field(default_factory=UdpConfig)
     announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
@@ -232,6 +348,19 @@ class Config(_Section):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+
+
+def workers_refused(config: Config, count: int) -> str | None:
+    """Why ``count`` worker processes cannot run with this configuration (None: they can)."""
+    if count > 1 and config.store.backend == "memory":
+        return (
+            f'{count} workers need [store] backend = "redis": with the memory store every'
+            " process would keep swarms of its own, and peers announcing to different workers"
+            " would never see each other"
+        )
+    return None
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -244,41 +373,107 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return "top level"
 
 
-def validate(data: dict[str, Any], source: str = "<config>") -> Config:
+def _message(err: Any) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check the spelling against tracker.toml)"
+    if err["type"] == "value_error":
+        return msg.removeprefix("Value error, ")
+    if "input" in err and err["type"] != "missing":
+        return f"{msg} (got {err['input']!r})"
+    return msg
+
+
+def _involved(section: str, message: str) -> list[str]:
+    """The keys of a section that a cross-key error message names, in the section's order."""
+    model = Config.model_fields[section].annotation if section in Config.model_fields else None
+    fields = getattr(model, "model_fields", {})
+    return [k for k in fields if re.search(rf"\b{re.escape(k)}\b", message)]
+
+
+def _problem(
+    err: Any, data: dict[str, Any], source: str, flags: Mapping[tuple[str, str], str]
+) -> str:
+    """One error as the operator should read it: where the value came from, the key, why."""
+    loc, msg = tuple(err["loc"]), _message(err)
+    section = str(loc[0]) if loc else ""
+    if len(loc) >= 2 and (section, str(loc[1])) in flags:
+        return f"{flags[section, str(loc[1])]}: {_where(loc)}: {msg}"
+    if len(loc) == 1 and err["type"] == "value_error":
+        # A rule across keys of one section: name every source that set one of them.
+        keys = _involved(section, msg)
+        flagged = [k for k in keys if (section, k) in flags]
+        if flagged:
+            first = flagged[0]
+            given = data.get(section, {})
+            others = [
+                f"{k} = {_toml(given[k])} from "
+                + (flags[section, k] if (section, k) in flags else f"{source} [{section}] {k}")
+                for k in keys
+                if k != first and isinstance(given, dict) and k in given
+            ]
+            also = f" ({'; '.join(others)})" if others else ""
+            return f"{flags[section, first]}: [{section}] {first}: {msg}{also}"
+    return f"{source}: {_where(loc)}: {msg}"
+
+
+def validate(
+    data: dict[str, Any],
+    source: str = "<config>",
+    flags: Mapping[tuple[str, str], str] | None = None,
+) -> Config:
+    """The Config for parsed TOML ``data`` from ``source``, or ConfigError listing every problem.
+
+    ``flags`` names the command-line flag that set a ``(section, key)`` (its value is already in
+    ``data``), so that a problem with that value names the flag rather than the file.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling against tracker.toml)"
-        elif "input" in err and err["type"] not in ("missing", "value_error"):
-            msg = f"{msg} (got {err['input']!r})"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {_where(err['loc'])}: {msg}{more}") from None
+        problems = [_problem(err, data, source, flags or {}) for err in exc.errors()]
+        raise ConfigError("\n".join(dict.fromkeys(problems))) from None
 
 
-def load(path: str | Path) -> Config:
+def read(path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """The parsed TOML of a configuration file, or ConfigError naming the file (as ``name``)."""
     path = Path(path)
+    name = str(path) if name is None else name
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (pass --config PATH)") from None
+        raise ConfigError(f"{name}: no such file (pass --config PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{name}: cannot read: {exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    config = validate(data, str(path))
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+
+
+def with_base(config: Config, base: Path) -> Config:
+    """``config`` with the paths read outside ``[access]`` and ``[state]`` made absolute.
+
+    Strategy folders and the TLS files are relative to the config file, not to wherever the
+    daemon starts (``[access]`` and ``[state]`` resolve theirs against the same folder later).
+    """
     if config.strategy.paths:
-        # Plugin folders are relative to the config file, not to wherever the daemon starts.
-        base = path.resolve().parent
         paths = [p if p.is_absolute() else base / p for p in config.strategy.paths]
         config = config.model_copy(
             update={"strategy": config.strategy.model_copy(update={"paths": paths})}
         )
+    tls = {
+        key: str(base / Path(value).expanduser())
+        for key in ("tls_cert", "tls_key")
+        if (value := getattr(config.http, key))
+    }
+    if tls:
+        config = config.model_copy(update={"http": config.http.model_copy(update=tls)})
     return config
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    return with_base(validate(read(path), str(path)), path.resolve().parent)
 
 
 def _toml(value: Any) -> str:
@@ -293,8 +488,10 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
-def dump(config: Config) -> str:
-    """The effective configuration as TOML (every key, defaults included)."""
+def dump(config: Config, notes: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The effective configuration as TOML (every key, defaults included); ``notes`` become a
+    comment after their ``(section, key)`` (where a value came from)."""
+    notes = notes or {}
     lines = []
     for section, values in config.model_dump(mode="json").items():
         tables: list[str] = []
@@ -306,7 +503,8 @@ def dump(config: Config) -> str:
                     tables.extend(f"{k} = {_toml(v)}" for k, v in item.items() if v is not None)
                     tables.append("")
             elif value is not None:
-                lines.append(f"{key} = {_toml(value)}")
+                note = notes.get((section, key))
+                lines.append(f"{key} = {_toml(value)}" + (f"  # {note}" if note else ""))
         lines.append("")
         lines.extend(tables)
     return "\n".join(lines)

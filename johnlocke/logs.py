@@ -5,10 +5,13 @@ access log is the ``johnlocke.access`` logger: ``[log] access_log`` sets its lev
 HTTP server asks whether it is enabled once per connection, so when it is off a request costs
 nothing at all for it.
 
-Passkeys (and the stats token) never reach the log in full: request targets are masked where
-they are logged (``mask``), and a filter on the handler masks whatever slips into any other
-record's message or traceback (``redact``; aiohttp, for one, logs the request line of a request
-it cannot parse).
+Passkeys (and the stats token) never reach the log in full. This module is the one place that
+knows how: a request target is masked from what the parser finds in it (``mask``, built on
+``johnlocke.bittorrent.target_path``, the code that finds the passkey for the tracker), so a key
+is hidden in whatever form it arrived; header values logged with it are masked too
+(``mask_request``); and a filter on the handler masks whatever slips into any other record's
+message or traceback (``redact``, by patterns, as those are free text; aiohttp, for one, logs the
+request line of a request it cannot parse).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
+from johnlocke.bittorrent import target_path
 from johnlocke.config import Config, LogConfig
 
 ACCESS_LOGGER = "johnlocke.access"
@@ -32,18 +38,18 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
 }
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Secrets that can be part of a request target: /announce/<passkey>, /scrape/<passkey>,
-# /<passkey>/announce, /<passkey>/scrape, ?passkey= and the stats ?token=.
-_SECRET_IN_PATH = re.compile(r"^(/(?:announce|scrape)/)([^/?#]+)")
-_SECRET_FIRST = re.compile(r"^/([^/?#]+)(/(?:announce|scrape))(?=[/?#]|$)")
-_SECRET_IN_QUERY = re.compile(r"([?&;](?:passkey|token)=)([^&;#]*)", re.IGNORECASE)
-# The same anywhere in a text (a traceback, aiohttp's report of a request line).
+# Secrets that can be part of a text (a traceback, aiohttp's report of a request line, a header
+# value): ?passkey=, the stats ?token=, /announce/<passkey>, /<passkey>/announce and scrape's.
 _SECRET_ANYWHERE = re.compile(
     r"((?:passkey|token)=)([^&;#\s\"']*)"
     r"|(/(?:announce|scrape)/)([^/?#\s\"']+)"
     r"|(/)([^/?#\s\"']+)(/(?:announce|scrape))(?=[/?#\s\"']|$)",
     re.IGNORECASE,
 )
+_SECRET_PARAMS = (b"passkey", b"token")
+# A secret found in a request is also hidden wherever else it appears in the same log line
+# (a header value), if it is this long: shorter ones would hide ordinary words.
+_MIN_ECHOED_SECRET = 8
 
 
 def hide(secret: str) -> str:
@@ -53,16 +59,73 @@ def hide(secret: str) -> str:
     return (secret[:4] if len(secret) >= 16 else "") + "***"
 
 
-def mask(target: str) -> str:
-    """A request target (path and query) with any passkey or token masked."""
-    if "/announce/" in target or "/scrape/" in target:
-        target = _SECRET_IN_PATH.sub(lambda m: m.group(1) + hide(m.group(2)), target)
-    if "/announce" in target or "/scrape" in target:
-        target = _SECRET_FIRST.sub(lambda m: "/" + hide(m.group(1)) + m.group(2), target)
-    low = target.lower()
-    if "passkey=" in low or "token=" in low:
-        target = _SECRET_IN_QUERY.sub(lambda m: m.group(1) + hide(m.group(2)), target)
-    return target
+def _hidden(raw: bytes) -> bytes:
+    """``hide`` for a secret as it came in a URL (maybe percent-encoded), kept URL-safe."""
+    shown = hide(unquote_to_bytes(raw).decode("utf-8", "replace"))
+    return quote(shown[:-3], safe="").encode("ascii") + b"***"
+
+
+def _mask_query(query: bytes, found: list[bytes]) -> bytes:
+    pieces = re.split(rb"([&;])", query)
+    for i in range(0, len(pieces), 2):
+        name, eq, value = pieces[i].partition(b"=")
+        if b"%" in name:
+            name = unquote_to_bytes(name)
+        if eq and value and name.lower() in _SECRET_PARAMS:
+            found.append(value)
+            pieces[i] = pieces[i][: -len(value)] + _hidden(value)
+    return b"".join(pieces)
+
+
+def _mask_target(target: bytes | str) -> tuple[str, list[bytes]]:
+    raw = target.encode("utf-8", "surrogateescape") if isinstance(target, str) else target
+    path, sep, query = raw.partition(b"?")
+    found: list[bytes] = []
+    if path != b"/announce" and path != b"/scrape":
+        # The path as the tracker reads it (bittorrent.target_path, which also finds the passkey):
+        # a key hidden behind "..", "//" or an absolute-form target is where the parser sees it,
+        # and segments the parser drops are not logged at all.
+        _, key_at, segments = target_path(path)
+        if key_at >= 0:
+            found.append(segments[key_at])
+            segments[key_at] = _hidden(segments[key_at])
+        path = b"/" + b"/".join(segments)
+    if sep:
+        path += b"?" + _mask_query(query, found)
+    return path.decode("utf-8", "backslashreplace"), found
+
+
+def _printable(text: str) -> str:
+    """Text from a request (undecodable bytes kept as surrogates) with those bytes as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def mask(target: bytes | str) -> str:
+    """A request target (path and query; or BEP 41 URL data) as it may be logged.
+
+    The path is logged as the tracker reads it (``johnlocke.bittorrent.target_path``) with its
+    passkey hidden; in the query, every ``passkey`` and ``token`` value is hidden, whatever the
+    escapes in its name. Bytes that are not UTF-8 are shown as ``\\xNN``.
+    """
+    return _mask_target(target)[0]
+
+
+def mask_request(target: bytes | str, values: Iterable[str]) -> tuple[str, list[str]]:
+    """``mask(target)``, and the header ``values`` to log with it with every secret hidden: any
+    that the target carried (in any form), and any a tracker URL in the value would carry."""
+    line, found = _mask_target(target)
+    secrets = set()
+    for raw in found:
+        for form in (raw, unquote_to_bytes(raw)):
+            if len(form) >= _MIN_ECHOED_SECRET:
+                secrets.add(form.decode("utf-8", "surrogateescape"))
+    out = []
+    for value in values:
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, hide(secret))
+        out.append(_printable(redact(value)))
+    return line, out
 
 
 def redact(text: str) -> str:

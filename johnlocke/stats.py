@@ -44,7 +44,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from johnlocke import __version__
+from johnlocke import __version__, compiled
 from johnlocke.config import Config
 from johnlocke.service import cancel_task
 from johnlocke.store import Store, StoreStats
@@ -173,6 +173,7 @@ class Stats:
         "started_at",
         "started_wall",
         "snapshot_time",
+        "udp",
     )
 
     def __init__(self, client_sample: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
@@ -189,14 +190,17 @@ class Stats:
         self.started_wall = time.time()
         # Unix time of the last snapshot written to disk; set by whatever writes snapshots.
         self.snapshot_time: float | None = None
+        # The UDP frontend's own counters; the attributes above count HTTP.
+        self.udp = UdpStats()
 
     @property
     def announces(self) -> int:
-        return self.announce_latency.count
+        """Announces answered over every transport."""
+        return self.announce_latency.count + self.udp.announce_latency.count
 
     @property
     def scrapes(self) -> int:
-        return self.scrape_latency.count
+        return self.scrape_latency.count + self.udp.scrape_latency.count
 
     def fail(self, reason: str) -> None:
         """Count one request answered with ``reason`` (normalised; distinct keys capped)."""
@@ -217,6 +221,39 @@ class Stats:
         if key not in clients and len(clients) >= MAX_CLIENTS:
             key = b""
         clients[key] = clients.get(key, 0) + 1
+
+
+class UdpStats:
+    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
+    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
+    answers dropped because the socket's send buffer was full."""
+
+    __slots__ = (
+        "announce_latency",
+        "scrape_latency",
+        "events",
+        "failures",
+        "connects",
+        "bad",
+        "unsent",
+    )
+
+    def __init__(self) -> None:
+        self.announce_latency = Histogram()
+        self.scrape_latency = Histogram()
+        self.events = [0] * len(EVENT_NAMES)
+        self.failures: dict[str, int] = {}
+        self.connects = 0
+        self.bad: dict[str, int] = {}
+        self.unsent = 0
+
+    # Failure reasons are normalised and capped as HTTP's are.
+    fail = Stats.fail
+
+    def drop(self, reason: str) -> None:
+        """Count one datagram that was not a request (``reason`` is one of the codec's)."""
+        bad = self.bad
+        bad[reason] = bad.get(reason, 0) + 1
 
 
 def client_prefix(peer_id: bytes) -> bytes:
@@ -293,8 +330,10 @@ class Access:
         self.networks: tuple[IPv4Network | IPv6Network, ...] = tuple(allow)
         self.token = config.stats.token.encode()
 
-    def allows(self, addr: IPv4Address | IPv6Address, token: str | None) -> bool:
-        if token and self.token and hmac.compare_digest(token.encode(), self.token):
+    def allows(self, addr: IPv4Address | IPv6Address, token: bytes | None) -> bool:
+        """From an allowed network, or with the token: the bytes as the client sent them,
+        compared in constant time (whatever they are: a header need not be text)."""
+        if token and self.token and hmac.compare_digest(token, self.token):
             return True
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
@@ -331,6 +370,9 @@ class StatsService:
         self._top: tuple[float, int, list[tuple[bytes, int, int, int]]] | None = None
         self._top_pending: asyncio.Future[list[tuple[bytes, int, int, int]]] | None = None
         self.store_stats = StoreStats(0, 0, 0, 0, 0, 0, 0)
+        # Other parts' figures (the Redis store's health, the workers' board): each has
+        # ``metrics()`` (prometheus families) and ``report()`` (a dict merged into /stats).
+        self.sources: list[Any] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -461,8 +503,11 @@ class StatsService:
         snapshot_age = None if st.snapshot_time is None else self._wall() - st.snapshot_time
         sampled = st.clients_sampled
         clients = sorted(st.clients.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
+        udp = st.udp
+        failures = _added(st.failures, udp.failures)
         doc: dict[str, Any] = {
             "version": __version__,
+            "build": compiled.BUILD,
             "time": self._wall(),
             "uptime_seconds": round(self._clock() - st.started_at, 3),
             "rss_bytes": rss_bytes(),
@@ -490,17 +535,14 @@ class StatsService:
                 "total": announces,
                 "per_second_10s": round(a10, 3),
                 "per_second_60s": round(a60, 3),
-                "by_event": dict(zip(EVENT_NAMES, st.events, strict=True)),
+                "by_event": _by_event(st.events, udp.events),
             },
             "scrapes": {
                 "total": st.scrapes,
                 "per_second_10s": round(s10, 3),
                 "per_second_60s": round(s60, 3),
             },
-            "failures": {
-                "total": sum(st.failures.values()),
-                "by_reason": dict(sorted(st.failures.items(), key=lambda kv: -kv[1])),
-            },
+            "failures": _reasons(failures),
             "clients": {
                 "sample_every": st.client_sample,
                 "sampled": sampled,
@@ -515,8 +557,19 @@ class StatsService:
                 ],
             },
             "latency_ms": {
-                "announce": _latency(st.announce_latency),
-                "scrape": _latency(st.scrape_latency),
+                "announce": _latency(_added_histograms(st.announce_latency, udp.announce_latency)),
+                "scrape": _latency(_added_histograms(st.scrape_latency, udp.scrape_latency)),
+            },
+            "transports": {
+                "http": _transport(st.announce_latency, st.scrape_latency, st.events, st.failures),
+                "udp": {
+                    **_transport(
+                        udp.announce_latency, udp.scrape_latency, udp.events, udp.failures
+                    ),
+                    "connects": udp.connects,
+                    "bad_datagrams": _reasons(udp.bad),
+                    "unsent_answers": udp.unsent,
+                },
             },
             "top_swarms": [
                 {
@@ -529,6 +582,8 @@ class StatsService:
                 for ih, c, i, d in top
             ],
         }
+        for source in self.sources:
+            doc.update(source.report())
         if history:
             doc["history"] = {
                 "interval_seconds": self.interval,
@@ -536,6 +591,46 @@ class StatsService:
                 "samples": [list(s) for s in self.history],
             }
         return doc
+
+
+def _by_event(*counts: list[int]) -> dict[str, int]:
+    return {name: sum(c[i] for c in counts) for i, name in enumerate(EVENT_NAMES)}
+
+
+def _added(*dicts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for key, n in d.items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def _reasons(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "total": sum(counts.values()),
+        "by_reason": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _added_histograms(*hs: Histogram) -> Histogram:
+    out = Histogram(hs[0].bounds)
+    for h in hs:
+        out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
+        out.sum += h.sum
+    return out
+
+
+def _transport(
+    announce: Histogram, scrape: Histogram, events: list[int], failures: dict[str, int]
+) -> dict[str, Any]:
+    """One transport's share of the /stats document."""
+    return {
+        "announces": announce.count,
+        "scrapes": scrape.count,
+        "by_event": _by_event(events),
+        "failures": _reasons(failures),
+        "latency_ms": {"announce": _latency(announce), "scrape": _latency(scrape)},
+    }
 
 
 def _latency(h: Histogram) -> dict[str, Any]:
@@ -575,26 +670,52 @@ class _Collector:
         peers.add_metric(["webrtc", "seeder"], ss.seeders_rtc)
         peers.add_metric(["webrtc", "leecher"], ss.leechers_rtc)
         yield peers
+        udp = st.udp
+        # (transport, announce histogram, scrape histogram, events, failures): HTTP first.
+        transports = (
+            ("http", st.announce_latency, st.scrape_latency, st.events, st.failures),
+            ("udp", udp.announce_latency, udp.scrape_latency, udp.events, udp.failures),
+        )
         announces = CounterMetricFamily(
             "johnlocke_announces",
-            'Announce requests answered, by event ("refused": answered with a failure).',
-            labels=["event"],
+            'Announce requests answered, by event ("refused": answered with a failure) and'
+            " transport.",
+            labels=["event", "transport"],
         )
-        for name, n in zip(EVENT_NAMES, st.events, strict=True):
-            announces.add_metric([name], n)
-        announces.add_metric(["refused"], max(0, st.announces - sum(st.events)))
-        yield announces
-        yield CounterMetricFamily(
-            "johnlocke_scrapes", "Scrape requests answered.", value=st.scrapes
+        scrapes = CounterMetricFamily(
+            "johnlocke_scrapes", "Scrape requests answered, by transport.", labels=["transport"]
         )
         failures = CounterMetricFamily(
             "johnlocke_failures",
-            "Requests answered with a failure reason, by reason.",
+            "Requests answered with a failure reason, by reason and transport.",
+            labels=["reason", "transport"],
+        )
+        for transport, announce_h, scrape_h, events, reasons in transports:
+            for name, n in zip(EVENT_NAMES, events, strict=True):
+                announces.add_metric([name, transport], n)
+            announces.add_metric(["refused", transport], max(0, announce_h.count - sum(events)))
+            scrapes.add_metric([transport], scrape_h.count)
+            for reason, n in reasons.items():
+                failures.add_metric([reason, transport], n)
+        yield announces
+        yield scrapes
+        yield failures
+        yield CounterMetricFamily(
+            "johnlocke_udp_connects", "UDP connect requests answered.", value=udp.connects
+        )
+        bad = CounterMetricFamily(
+            "johnlocke_udp_bad_datagrams",
+            "UDP datagrams that were not requests (dropped or refused), by reason.",
             labels=["reason"],
         )
-        for reason, n in st.failures.items():
-            failures.add_metric([reason], n)
-        yield failures
+        for reason, n in udp.bad.items():
+            bad.add_metric([reason], n)
+        yield bad
+        yield CounterMetricFamily(
+            "johnlocke_udp_unsent_answers",
+            "UDP answers dropped because the socket's send buffer was full.",
+            value=udp.unsent,
+        )
         clients = CounterMetricFamily(
             "johnlocke_client_announces",
             f"Sampled announces (1 in {st.client_sample}) by client peer_id prefix, top clients.",
@@ -606,13 +727,16 @@ class _Collector:
                 [prefix.decode("latin-1") if prefix else OTHER, client_name(prefix)], n
             )
         yield clients
-        for endpoint, h in (("announce", st.announce_latency), ("scrape", st.scrape_latency)):
-            yield HistogramMetricFamily(
+        for endpoint in ("announce", "scrape"):
+            family = HistogramMetricFamily(
                 f"johnlocke_{endpoint}_duration_seconds",
-                f"Time to handle one {endpoint} (parse, store, answer), in seconds.",
-                buckets=h.buckets(),
-                sum_value=h.sum,
+                f"Time to handle one {endpoint} (parse, store, answer), in seconds, by transport.",
+                labels=["transport"],
             )
+            for transport, announce_h, scrape_h, _events, _reasons in transports:
+                h = announce_h if endpoint == "announce" else scrape_h
+                family.add_metric([transport], h.buckets(), h.sum)
+            yield family
         yield GaugeMetricFamily(
             "johnlocke_start_time_seconds", "When the tracker started (Unix time).", st.started_wall
         )
@@ -622,6 +746,15 @@ class _Collector:
                 "Seconds since the last state snapshot was written.",
                 svc._wall() - st.snapshot_time,
             )
-        info = InfoMetricFamily("johnlocke_build", "The tracker's version and strategy.")
-        info.add_metric([], {"version": __version__, "strategy": svc.config.strategy.name})
+        info = InfoMetricFamily("johnlocke_build", "The tracker's version, build and strategy.")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "build": compiled.BUILD,
+                "strategy": svc.config.strategy.name,
+            },
+        )
         yield info
+        for source in svc.sources:
+            yield from source.metrics()

@@ -19,7 +19,7 @@ from johnlocke.access import (
     parse_passkeys,
     torrent_hashes,
 )
-from johnlocke.logs import RedactSecrets, redact
+from johnlocke.logs import RedactSecrets, mask_request, redact
 from johnlocke.logs import mask as mask_target
 
 from .access_files import Torrent
@@ -149,6 +149,41 @@ def test_redact_masks_every_passkey_form():
     assert redact("/announce?info_hash=x") == "/announce?info_hash=x"
     assert mask_target("/announce?info_hash=x") == "/announce?info_hash=x"
     assert mask_target("/scrape") == "/scrape"
+
+
+@pytest.mark.parametrize(
+    "target,logged",
+    [
+        (f"http://127.0.0.1:6969/{KEY}/announce?a=1", "/0123***/announce?a=1"),
+        (f"//{KEY}/announce?a=1", "/0123***/announce?a=1"),
+        (f"/../{KEY}/announce", "/0123***/announce"),
+        (f"/{KEY}/../announce?a=1", "/announce?a=1"),  # the parser drops it: so does the log
+        (f"/announce/../{KEY}/announce", "/0123***/announce"),
+        (f"/announce?pass%6Bey={KEY}&a=1", "/announce?pass%6Bey=0123***&a=1"),
+        (f"/announce?PASSKEY={KEY};token={KEY}", "/announce?PASSKEY=0123***;token=0123***"),
+        (f"/announce?passkey=%30{KEY[1:]}", "/announce?passkey=0123***"),
+        (f"/scrape/{KEY[:8]}", "/scrape/***"),
+        ("/announce?info_hash=%ff%00&passkey=", "/announce?info_hash=%ff%00&passkey="),
+        ("/favicon.ico", "/favicon.ico"),
+        ("/x?y=\udcff", "/x?y=\\xff"),  # bytes that are not UTF-8, as aiohttp hands them over
+    ],
+)
+def test_mask_hides_the_passkey_wherever_the_parser_finds_it(target, logged):
+    assert mask_target(target) == logged
+    # A UDP frontend passes BEP 41 URL data as bytes.
+    raw = target.encode("utf-8", "surrogateescape")
+    assert mask_target(raw) == logged
+
+
+def test_header_values_are_masked_with_the_request():
+    target, (agent, referer) = mask_request(
+        f"/announce/{KEY}", [f"qB/4.6 ({KEY})", "http://t.example/announce?passkey=abcdefgh"]
+    )
+    assert target == "/announce/0123***"
+    assert agent == "qB/4.6 (0123***)"  # the key the target carried, wherever it appears
+    # A tracker URL's own key; in free text a host before /announce cannot be told from a key.
+    assert referer == "http://***/announce?passkey=***"
+    assert mask_request("/announce", ["Transmission/4.0"])[1] == ["Transmission/4.0"]
 
 
 def test_log_filter_masks_messages_and_tracebacks():

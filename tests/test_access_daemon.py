@@ -242,3 +242,47 @@ def test_example_public_config(tmp_path):
         r = announce(d, ih, left="5")  # announced again at once: answered, not recorded
         assert r[b"warning message"].startswith(b"announce not recorded")
         assert reason(get(d, "/scrape")) == "full scrape is disabled; ask for one or more info_hash"
+
+
+def raw_get(d: Daemon, target: str, *headers: str) -> tuple[bytes, bytes]:
+    """Send one request line exactly as given; the status line and body of the answer."""
+    head = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head += "".join(h + "\r\n" for h in headers) + "\r\n"
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(head.encode("latin-1"))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status, _, rest = data.partition(b"\r\n")
+    return status, rest.partition(b"\r\n\r\n")[2]
+
+
+def test_passkeys_in_every_form_of_target_are_masked_in_the_access_log(tmp_path):
+    t, _ = family(tmp_path)
+    ih = urllib.parse.quote(t.v1)
+    query = f"info_hash={ih}&peer_id=-JL0001-abcdefghijkl&port=6881&left=0"
+    with run_daemon(PRIVATE + "[log]\naccess_log = true\n", workdir=tmp_path, args=["-v"]) as d:
+        targets = [
+            f"http://127.0.0.1:{d.port}/{KEY}/announce?{query}",  # absolute form
+            f"//{KEY}/announce?{query}",
+            f"/../{KEY}/announce?{query}",
+            f"/{KEY}/../announce?{query}",
+            f"/announce/../{KEY}/announce?{query}",
+            f"/announce?pass%6Bey={KEY}&{query}",
+            f"/announce/{KEY}?{query}",
+            f"/announce?{query}&passkey={KEY[:10]}%{ord(KEY[10]):02X}{KEY[11:]}",
+        ]
+        for target in targets:
+            status, _ = raw_get(d, target)
+            assert status.startswith(b"HTTP/1.1 200"), (target, status)
+        status, _ = raw_get(d, f"/announce?{query}", f"User-Agent: qB/4.6 passkey={KEY}")
+        # The absolute form is served as the path it names: with the passkey.
+        status, body = raw_get(d, f"http://127.0.0.1:{d.port}/{KEY}/announce?{query}")
+        assert b"failure reason" not in body and b"peers" in body
+        d.wait_for_log(r"johnlocke\.access: .* \"qB/4\.6 passkey=5f1c\*\*\*\"")
+        wait_for(
+            lambda: sum("johnlocke.access" in line for line in d.log_lines()) == len(targets) + 2,
+            "an access line for every request",
+        )
+    assert KEY not in d.log_text()
+    assert KEY[4:20] not in d.log_text()  # not even in part, beyond the first 4 characters

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from johnlocke import __version__
+from johnlocke import __version__, compiled
 from johnlocke.config import Config, ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,14 @@ def test_shipped_example_lists_every_key_with_its_default():
     shipped = tomllib.loads((ROOT / "tracker.toml").read_text())
     defaults = Config().model_dump(mode="json")
     assert set(shipped) == set(defaults)
+    text = (ROOT / "tracker.toml").read_text()
     for section, values in defaults.items():
-        assert set(shipped[section]) == set(values), section
+        # A key whose default is taken from another key ([udp] host and port follow [http])
+        # has no TOML value of its own: it is shown as a comment.
+        unset = {k for k, v in values.items() if v is None}
+        assert set(shipped[section]) == set(values) - unset, section
+        for key in unset:
+            assert f"\n# {key} = " in text, f"[{section}] {key} is not shown (commented)"
     assert load(ROOT / "tracker.toml") == Config()
 
 
@@ -51,6 +57,13 @@ def test_defaults_match_the_documented_values():
 def test_host_may_be_a_string(tmp_path):
     c = load(write(tmp_path, '[http]\nhost = "127.0.0.1"\n'))
     assert c.http.host == ["127.0.0.1"]
+
+
+def test_per_address_connection_limit_auto_is_an_eighth_of_the_cap(tmp_path):
+    assert load(write(tmp_path, "")).http.connections_per_ip == 512
+    assert load(write(tmp_path, "[http]\nmax_connections = 100\n")).http.connections_per_ip == 12
+    text = "[http]\nmax_connections = 100\nmax_connections_per_ip = 0\n"
+    assert load(write(tmp_path, text)).http.connections_per_ip == 0
 
 
 def test_config_is_frozen():
@@ -71,6 +84,15 @@ def test_config_is_frozen():
         ("[announce]\nnumwant_default = 500\n", "numwant_default must not exceed numwant_max"),
         ("[announce]\npeer_timeout = 100\n", "peer_timeout must exceed interval"),
         ('[http]\nevent_loop = "tokio"\n', "[http] event_loop"),
+        (
+            '[http]\nmax_connections_per_ip = "half"\n',
+            '[http] max_connections_per_ip: must be "auto"',
+        ),
+        ("[http]\nmax_connections_per_ip = -1\n", "[http] max_connections_per_ip"),
+        (
+            '[http]\nreal_ip_header = "X Real IP"\n',
+            "[http] real_ip_header: must be a header",
+        ),
         ("[announce\n", "not valid TOML"),
     ],
 )
@@ -121,17 +143,46 @@ def test_unknown_strategy_stops_start_up(tmp_path):
 
 
 def test_default_config_path_is_tracker_toml_in_the_working_directory(tmp_path):
+    # No ./tracker.toml: the built-in defaults (an explicit missing --config is an error,
+    # tests/test_flags.py); with one, it is read.
     result = run_cli("--check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# built-in defaults (no ./tracker.toml, no --config): OK")
+    write(tmp_path, "[announce]\ninterval = 600\nmin_interval = 300\n")
+    result = run_cli("--check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# tracker.toml: OK")
+    assert tomllib.loads(result.stdout)["announce"]["interval"] == 600
+
+
+def test_every_problem_is_listed_at_once_each_naming_file_and_key(tmp_path):
+    path = write(
+        tmp_path,
+        "[announce]\nintervall = 60\n"
+        '[http]\nport = 70000\nhost = "localhots"\n'
+        '[access]\nmode = "private"\ntorrents_dir = "t"\n'
+        "[stats]\ntop = -1\n",
+    )
+    result = run_cli("--config", str(path), "--check-config")
     assert result.returncode == 1
-    assert "tracker.toml: no such file" in result.stderr
-    write(tmp_path, "")
-    assert run_cli("--check-config", cwd=tmp_path).returncode == 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"johnlocke: {path}: [http] host: 'localhots' does not appear to be an IPv4 or IPv6"
+        " address",
+        f"johnlocke: {path}: [http] port: Input should be less than or equal to 65535 (got 70000)",
+        f"johnlocke: {path}: [announce] intervall: unknown key (check the spelling against"
+        " tracker.toml)",
+        f'johnlocke: {path}: [access]: mode "private" needs a passkeys file',
+        f"johnlocke: {path}: [stats] top: Input should be greater than or equal to 0 (got -1)",
+    ]
 
 
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"johnlocke {__version__}"
+    assert result.stdout.strip() == f"johnlocke {__version__}, {compiled.describe()}"
+    assert result.stdout.strip().split(", ")[1].startswith(("compiled (", "pure Python ("))
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 import urllib.request
 
 import bencodepy
@@ -82,3 +83,50 @@ def test_sighup_swaps_the_strategy_and_keeps_every_swarm():
             before[b"peers"][i : i + 6] for i in range(0, 18, 6)
         )  # ...from the same swarm
         assert (after[b"complete"], after[b"incomplete"]) == (1, 3)
+
+
+def load_swarms(port: int, count: int, batch: int = 200) -> None:
+    """``count`` one-peer swarms, announced pipelined on one connection, a batch at a time."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        reader = s.makefile("rb")
+        for first in range(0, count, batch):
+            s.sendall(
+                b"".join(
+                    b"GET /announce?info_hash=%s&peer_id=-JL0001-abcdefghijkl&port=6881&left=1"
+                    b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                    % "".join(f"%{b:02x}" for b in n.to_bytes(20, "big")).encode()
+                    for n in range(first, min(first + batch, count))
+                )
+            )
+            for _ in range(first, min(first + batch, count)):
+                assert reader.readline().startswith(b"HTTP/1.1 200")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert b"failure" not in reader.read(length)
+
+
+def test_sigterm_with_unread_answers_exits_within_shutdown_timeout():
+    timeout = 2.0
+    config = (
+        f"[http]\nshutdown_timeout = {timeout}\n"
+        "[scrape]\nfull_scrape = true\nfull_scrape_interval = 0\n"
+    )
+    with run_daemon(config) as d:
+        load_swarms(d.port, 3000)  # a full scrape is ~200 KB
+        stuck = []
+        for _ in range(5):  # clients that ask for 20 MB of answers each and never read them
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", d.port))
+            s.sendall(b"GET /scrape HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+            stuck.append(s)
+        time.sleep(1.0)  # until every connection is blocked writing
+        t0 = time.monotonic()
+        assert d.stop(timeout=4 * timeout) == 0
+        took = time.monotonic() - t0
+        for s in stuck:
+            s.close()
+    assert took < timeout + 1.0, f"SIGTERM took {took:.1f} s with shutdown_timeout = {timeout}"
+    assert "stopped" in d.log_text()

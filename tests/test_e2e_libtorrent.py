@@ -9,6 +9,7 @@ peer_id and port, not by address. Everything stays on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,8 +38,16 @@ from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
 class Swarm:
     """A running tracker, a random file and its v1 .torrent, and the clients made so far."""
 
-    def __init__(self, daemon: Daemon, tmp_path: Path, seed_dir: Path, payload: bytes) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        tmp_path: Path,
+        seed_dir: Path,
+        payload: bytes,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.daemon = daemon
+        self.tls = tls  # the context that trusts the tracker's certificate, for HTTPS
         self.tmp_path = tmp_path
         self.seed_dir = seed_dir
         self.payload = payload
@@ -54,7 +63,10 @@ class Swarm:
         empty directory of its own; ``upload_mode`` announces but downloads nothing yet."""
         path = self.seed_dir if seed else self.tmp_path / name
         path.mkdir(exist_ok=True)
-        c = Client(name, self.ti, path, upload_mode=upload_mode)
+        # With HTTPS, libtorrent validates the tracker's certificate (its default) against the
+        # test's CA, which the test hands to OpenSSL as SSL_CERT_FILE.
+        settings = {"validate_https_trackers": True} if self.tls else None
+        c = Client(name, self.ti, path, upload_mode=upload_mode, settings=settings)
         self.clients.append(c)
         return c
 
@@ -64,7 +76,7 @@ class Swarm:
 
     def counts(self) -> tuple[int, int, int]:
         """(complete, incomplete, downloaded) as the tracker's scrape reports them."""
-        f = scrape(self.daemon.scrape_url, self.info_hash)[b"files"][self.info_hash]
+        f = scrape(self.daemon.scrape_url, self.info_hash, self.tls)[b"files"][self.info_hash]
         return f[b"complete"], f[b"incomplete"], f[b"downloaded"]
 
     def wait_until(self, what: str, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -72,15 +84,19 @@ class Swarm:
 
 
 @contextmanager
-def swarm(tmp_path: Path) -> Iterator[Swarm]:
-    """A ``Swarm`` with the daemon running; on failure, prints every client's alerts and the
-    daemon log (a ``with`` block rather than a fixture, so the failure reaches this code)."""
+def swarm(
+    tmp_path: Path, config: str = TRACKER_CONFIG, tls: ssl.SSLContext | None = None
+) -> Iterator[Swarm]:
+    """A ``Swarm`` with the daemon running (on ``config``, in ``tmp_path/tracker``; over HTTPS
+    with ``tls``); on failure, prints every client's alerts and the daemon log (a ``with`` block
+    rather than a fixture, so the failure reaches this code)."""
     payload = os.urandom(FILE_SIZE)
     seed_dir = tmp_path / "seed"
     seed_dir.mkdir()
     (seed_dir / FILE_NAME).write_bytes(payload)
-    with run_daemon(TRACKER_CONFIG) as d:
-        s = Swarm(d, tmp_path, seed_dir, payload)
+    scheme = "https" if tls else "http"
+    with run_daemon(config, workdir=tmp_path / "tracker", scheme=scheme) as d:
+        s = Swarm(d, tmp_path, seed_dir, payload, tls)
         try:
             yield s
         except BaseException:
@@ -141,6 +157,43 @@ def test_leecher_started_before_the_seeder_gets_the_file(tmp_path: Path) -> None
         # The seeder's `started` answer names the waiting leecher, so the seeder can connect to
         # it without waiting for the leecher's next announce.
         assert seeder.peers_per_reply[0] == 1
+        s.wait_until("the leecher finishes", leecher.finished)
+        assert (leecher.save_path / FILE_NAME).read_bytes() == s.payload
+        s.wait_until(
+            "the tracker counts two seeders and one completed download",
+            lambda: s.counts() == (2, 0, 1),
+        )
+        assert not any(c.tracker_errors for c in s.clients), [c.tracker_errors for c in s.clients]
+
+
+def test_a_leecher_downloads_through_an_https_tracker(tmp_path: Path, monkeypatch) -> None:
+    """libtorrent announces to https://127.0.0.1:PORT/announce, checks the certificate, and
+    finds the seeder through it."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    (tmp_path / "tracker").mkdir()
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tracker" / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tracker" / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    tls = ssl.create_default_context()
+    ca.configure_trust(tls)
+    config = '[http]\nhost = "127.0.0.1"\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n'
+    with swarm(tmp_path, config + TRACKER_CONFIG, tls) as s:
+        assert s.daemon.announce_url.startswith("https://127.0.0.1:")
+        # Without the CA, libtorrent refuses the certificate: it really checks it.
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+        stranger = s.client("stranger", upload_mode=True)
+        s.wait_until("the stranger's tracker error", lambda: bool(stranger.tracker_errors))
+        assert "certificate verify failed" in stranger.tracker_errors[0]
+        stranger.close()
+        s.clients.remove(stranger)
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        seeder = s.client("seeder", seed=True)
+        s.wait_until("the seeder's first tracker reply", lambda: seeder.tracker_replies >= 1)
+        leecher = s.client("leecher")
         s.wait_until("the leecher finishes", leecher.finished)
         assert (leecher.save_path / FILE_NAME).read_bytes() == s.payload
         s.wait_until(

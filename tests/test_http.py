@@ -8,6 +8,7 @@ import socket
 
 import bencodepy
 import pytest
+from multidict import CIMultiDict
 
 from .conftest import esc
 from .test_protocol import client_requests
@@ -161,8 +162,6 @@ async def test_forwarded_address_only_from_trusted_proxies(tracker_client):
     c = await tracker_client(http={"trusted_proxies": ["127.0.0.0/8"]})
     r = await c.announce(IH, pid(1), headers={"X-Forwarded-For": "10.1.1.1, 127.0.0.5"})
     assert r[b"external ip"] == bytes([10, 1, 1, 1])
-    r = await c.announce(IH, pid(2), headers={"X-Real-IP": "10.2.2.2"})
-    assert r[b"external ip"] == bytes([10, 2, 2, 2])
     # Behind a trusted proxy, ip= is believed too.
     r = await c.announce(IH, pid(3), ip="10.3.3.3")
     assert r[b"external ip"] == bytes([10, 3, 3, 3])
@@ -278,3 +277,50 @@ async def test_verbatim_client_requests_get_valid_answers(tracker_client):
             assert len(body[b"files"]) == 1
     # Every client's torrent left a swarm behind or was stopped cleanly; nothing blew up.
     assert json.dumps(await c.tracker.store.stats())
+
+
+# --- behind a proxy (issue 10, defect 2) -----------------------------------------------------
+
+
+async def test_every_forwarded_line_counts_and_the_rightmost_untrusted_hop_wins(tracker_client):
+    c = await tracker_client(http={"trusted_proxies": ["127.0.0.1/32", "10.9.0.0/16"]})
+    # HAProxy's "option forwardfor" appends its own line after whatever the client sent.
+    appended = CIMultiDict(
+        [("X-Forwarded-For", "203.0.113.66"), ("X-Forwarded-For", "198.51.100.7")]
+    )
+    r = await c.announce(IH, pid(1), headers=appended)
+    assert r[b"external ip"] == bytes([198, 51, 100, 7])
+    # A chain through two trusted proxies, over several lines: the last untrusted hop.
+    chain = CIMultiDict(
+        [("X-Forwarded-For", "203.0.113.66, 198.51.100.8"), ("X-Forwarded-For", "10.9.1.1")]
+    )
+    r = await c.announce(IH, pid(2), headers=chain)
+    assert r[b"external ip"] == bytes([198, 51, 100, 8])
+
+
+async def test_only_the_configured_real_ip_header_is_believed(tracker_client):
+    # Behind an nginx that sets only X-Real-IP, the client's own X-Forwarded-For passes through.
+    c = await tracker_client(
+        http={"trusted_proxies": ["127.0.0.1/32"], "real_ip_header": "X-Real-IP"}
+    )
+    both = {"X-Forwarded-For": "127.0.0.5", "X-Real-IP": "198.51.100.9"}
+    r = await c.announce(IH, pid(1), headers=both)
+    assert r[b"external ip"] == bytes([198, 51, 100, 9])
+    assert (await c.http.get("/stats", headers=both)).status == 403
+    # By default X-Forwarded-For is the header, and X-Real-IP is ignored.
+    c = await tracker_client(http={"trusted_proxies": ["127.0.0.1/32"]})
+    r = await c.announce(IH, pid(2), headers={"X-Real-IP": "198.51.100.9"})
+    assert r[b"external ip"] == LOCAL
+
+
+# --- HEAD and HTTP versions (issue 10, defect 9) ---------------------------------------------
+
+
+async def test_head_changes_nothing(tracker_client):
+    c = await tracker_client()
+    query = f"info_hash={esc(IH)}&peer_id={esc(pid(1))}&port=6881&left=5"
+    for path in (f"/announce?{query}", f"/scrape?info_hash={esc(IH)}"):
+        resp = await c.http.head(path)
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"
+    assert await c.tracker.store.stats() == (0, 0, 0, 0, 0, 0, 0)
+    assert (await c.announce(IH, pid(2)))[b"incomplete"] == 1  # GET still works

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import urllib.request
+
+from johnlocke import compiled
 
 from .daemon import run_daemon
 
@@ -37,6 +40,7 @@ def test_json_logs_summary_and_masked_access_lines():
     assert start["listen"] == [f"127.0.0.1:{d.port}"]
     assert start["mode"] == "open" and start["strategy"] == "random"
     assert start["access_log"] is True
+    assert start["build"] == compiled.BUILD and compiled.describe() in start["message"]
     access = [doc for doc in docs if doc["logger"] == "johnlocke.access"]
     assert [doc["path"].split("?")[0] for doc in access] == ["/announce", "/stats", "/scrape"]
     first = access[0]
@@ -62,3 +66,23 @@ def test_access_log_is_off_by_default_and_sighup_turns_it_on():
         line = d.wait_for_log(r"johnlocke\.access: 127\.0\.0\.1 \"GET /announce\?.*").group()
         assert "passkey=0123***" in line and PASSKEY not in line
         assert '" 200 ' in line
+
+
+def test_malformed_requests_are_debug_level_even_with_the_access_log_on():
+    with run_daemon("[log]\naccess_log = true\n") as d:
+        before = len(d.log_lines())
+        for line in (
+            b"GET /announce?x=\xff HTTP/1.1",
+            b"GET /announce?x=\x01 HTTP/1.1",
+            b"BREW /pot HTTP/1.1\x00",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
+            b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 5000,
+        ) * 20:
+            with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+                s.sendall(line + b"\r\nHost: x\r\n\r\n")
+                assert s.recv(100)[9:10] == b"4", line
+        announce(d.url)  # a good request still gets its access line
+        d.wait_for_log(r'johnlocke\.access: 127\.0\.0\.1 "GET /announce')
+        new = d.log_lines()[before:]
+    assert len(new) == 1, "\n".join(new[:20])
+    assert not any("ERROR" in line or "Traceback" in line for line in new)

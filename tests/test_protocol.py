@@ -15,6 +15,7 @@ from johnlocke.bittorrent import (
     EVENT_STARTED,
     EVENT_STOPPED,
     parse_ip,
+    parse_target,
 )
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
@@ -309,3 +310,35 @@ def test_failure_encoding_carries_utf8_reason():
     assert bencodepy.decode(protocol.encode_failure("nope – ü")) == {
         b"failure reason": "nope – ü".encode()
     }
+
+
+# --- request targets (and BEP 41 URL data) ---------------------------------------------------
+
+KEY = b"5f1c0a9e3b7d4c2a8e6f1b0d9c7a5e3f"
+
+
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        (b"/announce?a=1", (b"announce", None, b"a=1")),
+        (b"/scrape", (b"scrape", None, b"")),
+        (b"/announce/" + KEY + b"?a=1", (b"announce", KEY, b"a=1")),
+        (b"/" + KEY + b"/scrape?a=1", (b"scrape", KEY, b"a=1")),
+        (b"http://tracker.example:6969/" + KEY + b"/announce?a", (b"announce", KEY, b"a")),
+        (b"HTTP://tracker.example/announce", (b"announce", None, b"")),
+        (b"//" + KEY + b"/announce?a", (b"announce", KEY, b"a")),
+        (b"/../" + KEY + b"/announce", (b"announce", KEY, b"")),
+        (b"/" + KEY + b"/../announce?a", (b"announce", None, b"a")),
+        (b"/announce/../" + KEY + b"/announce", (b"announce", KEY, b"")),
+        (b"/./announce/%2e%2E/scrape/" + KEY + b"/", (b"scrape", KEY, b"")),
+        (b"/%61nnounce/ab%2Fc", (b"announce", b"ab/c", b"")),
+        (b"/announce/announce", (b"announce", b"announce", b"")),
+        (b"/announce.php", (None, None, b"")),
+        (b"/" + KEY + b"/announce/x", (None, None, b"")),
+        (b"/stats?token=x", (None, None, b"token=x")),
+        (b"*", (None, None, b"")),
+        (b"", (None, None, b"")),
+    ],
+)
+def test_parse_target_reads_every_path_form(target, expected):
+    assert parse_target(target) == expected

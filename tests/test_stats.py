@@ -112,9 +112,10 @@ def test_access_by_network_and_token():
     access = Access(validate({"stats": {"allow": ["192.0.2.0/24"], "token": token}}))
     assert access.allows(ip_address("192.0.2.7"), None)
     assert not access.allows(ip_address("127.0.0.1"), None)
-    assert access.allows(ip_address("198.51.100.1"), token)
-    assert not access.allows(ip_address("198.51.100.1"), token + "x")
-    assert not access.allows(ip_address("198.51.100.1"), "")
+    assert access.allows(ip_address("198.51.100.1"), token.encode())
+    assert not access.allows(ip_address("198.51.100.1"), token.encode() + b"x")
+    assert not access.allows(ip_address("198.51.100.1"), b"")
+    assert not access.allows(ip_address("198.51.100.1"), b"\xff\xfe")
     closed = Access(validate({"stats": {"allow": []}}))
     assert not closed.allows(ip_address("127.0.0.1"), None)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
+
+from johnlocke import __version__, compiled
 
 from .conftest import esc
 
@@ -81,6 +85,7 @@ async def test_stats_tell_the_true_numbers(tracker_client):
     assert s["latency_ms"]["announce"]["count"] == 13
     assert 0 < s["latency_ms"]["announce"]["p50"] < 1000
     assert s["uptime_seconds"] > 0 and s["rss_bytes"] > 10_000_000
+    assert s["build"] == compiled.BUILD  # "compiled" or "pure": which code answered
     assert s["snapshot_age_seconds"] is None
     assert "history" not in s
     with_history = await (await c.http.get("/stats?history=1")).json()
@@ -154,7 +159,7 @@ async def test_metrics_are_prometheus_text_with_the_same_numbers(tracker_client)
     assert value("johnlocke_announce_duration_seconds_count") == 13
     assert value("johnlocke_announce_duration_seconds_bucket", le="+Inf") == 13
     assert value("johnlocke_scrape_duration_seconds_count") == 2
-    assert value("johnlocke_build_info", version=__import__("johnlocke").__version__) == 1
+    assert value("johnlocke_build_info", version=__version__, build=compiled.BUILD) == 1
     assert value("process_resident_memory_bytes") > 0
     # Prometheus asking for OpenMetrics gets it.
     resp = await c.http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
@@ -218,3 +223,29 @@ async def test_status_page_shows_numbers_and_plots_and_escapes_what_clients_sent
     # Self-contained: nothing is loaded from elsewhere.
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert '<meta http-equiv="refresh"' in html
+
+
+async def test_a_client_cannot_pass_for_loopback_through_a_proxy_that_appends(tracker_client):
+    # HAProxy appends its own X-Forwarded-For line: the client's own line must not decide.
+    c = await tracker_client(http={"trusted_proxies": ["127.0.0.1/32"]})
+    forged = CIMultiDict([("X-Forwarded-For", "127.0.0.5"), ("X-Forwarded-For", "203.0.113.66")])
+    for path in ("/stats", "/metrics", "/"):
+        assert (await c.http.get(path, headers=forged)).status == 403
+
+
+async def test_a_token_that_is_not_text_is_refused_not_an_error(tracker_client, caplog):
+    c = await tracker_client(stats={"allow": [], "token": TOKEN})
+    port = c.http.server.port
+    for path in ("/stats", "/metrics", "/"):
+        for auth in (b"Bearer \xff\xfe", b"Bearer " + TOKEN.encode()[:-1] + b"\xe9"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % (path.encode(), auth)
+            )
+            status = (await reader.readline()).split()[1]
+            writer.close()
+            assert status == b"403", (path, auth)
+        bad = f"{path}?token=%ff%fe"
+        assert (await c.http.get(bad)).status == 403
+    assert (await c.http.get("/stats", headers={"Authorization": "Bearer " + TOKEN})).status == 200
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text

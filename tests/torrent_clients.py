@@ -10,6 +10,7 @@ Import this module only after ``pytest.importorskip("libtorrent")``.
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -76,6 +77,7 @@ class Client:
         upload_mode: bool = False,
         magnet: str | None = None,
         share_metadata: bool = False,
+        settings: dict[str, object] | None = None,
     ) -> None:
         self.name = name
         self.save_path = save_path
@@ -84,7 +86,10 @@ class Client:
         self.tracker_errors: list[str] = []
         self.closed = False
         self.session = lt.session(
-            dict(SESSION_SETTINGS, peer_fingerprint=f"-JL{name[0].upper()}001-"), 0
+            dict(
+                SESSION_SETTINGS, peer_fingerprint=f"-JL{name[0].upper()}001-", **(settings or {})
+            ),
+            0,
         )
         if magnet is not None or share_metadata:
             self.session.add_extension("ut_metadata")
@@ -150,14 +155,19 @@ def make_torrent(
     return bencodepy.encode(ct.generate())
 
 
-def scrape(scrape_url: str, info_hash: bytes | None = None, **params: str) -> dict:
+def scrape(
+    scrape_url: str,
+    info_hash: bytes | None = None,
+    context: ssl.SSLContext | None = None,
+    **params: str,
+) -> dict:
     """The bencoded scrape answer for one info_hash (or a full scrape); failures are errors."""
     query = {} if info_hash is None else {"info_hash": info_hash}
     query.update(params)
     # quote, not quote_plus: the tracker reads "+" as itself, as BitTorrent clients mean it.
     encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
     url = f"{scrape_url}?{encoded}" if query else scrape_url
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(url, timeout=5, context=context) as resp:
         body = bencodepy.decode(resp.read())
     assert b"failure reason" not in body, body
     return body

@@ -193,6 +193,9 @@ def parse_announce(query: bytes) -> AnnounceRequest:
     )
 
 
+# --- the request target -------------------------------------------------------------------
+
+
 def parse_scrape(query: bytes) -> tuple[list[bytes], bytes | None]:
     """Parse a scrape query: the list of info_hashes asked for (may be empty) and any passkey."""
     hashes: list[bytes] = []

@@ -1,15 +1,18 @@
 """The HTTP server: the aiohttp application and listeners around the codec.
 
-It finds the client's address, hands the raw query bytes to ``johnlocke.http.codec`` and the
-parsed request to ``johnlocke.tracker``, and writes the bencoded answer. Every answer to
-``/announce`` and ``/scrape`` is HTTP 200: clients read failures from the bencoded body.
+It finds the client's address (``johnlocke.addresses.RealIp``), hands the raw request target to
+``johnlocke.http.codec`` and the parsed request to ``johnlocke.tracker``, and writes the bencoded
+answer. Every answer to ``/announce`` and ``/scrape`` is HTTP 200: clients read failures from
+the bencoded body. ``HEAD`` is not served there (405): it would change the swarm.
 
 It also serves what the operator reads (``/stats``, ``/metrics``, the status page) to the
 addresses ``[stats]`` allows, and writes the access log when it is on.
 
-A passkey may come in the path, as ``/announce/KEY`` or ``/KEY/announce`` (the second lets
-clients derive the scrape URL, BEP 48: they replace "announce" in the last path segment), or
-as ``?passkey=KEY``; the path wins. Logged paths are masked (``johnlocke.logs.mask``).
+A passkey may come in the path, as ``/announce/KEY`` or ``/KEY/announce`` (the second lets clients
+derive the scrape URL, BEP 48: they replace "announce" in the last path segment), or as
+``?passkey=KEY``; the path wins. What a path means is decided by ``bittorrent.parse_target`` (dot
+segments, ``//`` and absolute-form targets resolved), not by aiohttp's router, and logged targets
+are masked from the same reading (``johnlocke.logs.mask``).
 
 Statements that exist only to count for ``/stats`` end with ``# stats``:
 ``benchmarks/stats_overhead.py`` removes them to measure what counting costs. Keep each one a
@@ -30,12 +33,23 @@ closed. After that the guard only forwards ``data_received`` (one attribute test
 ``benchmarks/guard_overhead.py``). Later requests on a keep-alive connection fall under
 aiohttp's ``keepalive_timeout``.
 
-At most ``[http] max_connections`` connections are open at once, across all listeners. When a new
-one arrives at the cap, the oldest connection still waiting for its first request is closed to
-make room (an attacker holding connections open with partial requests loses them to real clients,
-which send a request at once); if every connection is busy or served, the new one is closed
-(logged at most once a minute). The process's open-file limit is raised to fit the cap. The
-guard also caps asyncio's read size per connection (see ``_READ_SIZE``) to keep memory flat.
+A guard also knows whether its connection is busy or idle: aiohttp's handler (``_Handler``)
+tells it when an answer has been written, and the next bytes received make it busy again. At most
+``[http] max_connections`` connections are open at once, across all listeners. When a new one
+arrives at the cap, room is made as nginx does with its reusable connections: the oldest
+connection still waiting for its first request is closed (an attacker holding connections open
+with partial requests loses them to real clients, which send a request at once), else the one
+that has been idle, served and waiting for its next request, the longest. A connection in the
+middle of a request or of writing its answer is never chosen; if every one is, the newcomer is
+closed (logged at most once a minute). What one client can keep busy is bounded by
+``[http] max_connections_per_ip`` (an IPv6 address counts by its /64; trusted proxies are not
+counted): a connection over it is closed at once. The process's open-file limit is raised to
+fit the cap. The guard also caps asyncio's read size per connection (see ``_READ_SIZE``) to
+keep memory flat.
+
+On shutdown aiohttp gives each request in flight ``shutdown_timeout`` to finish and then as long
+again to be cancelled, and cannot end one whose client never reads its answer: the runner aborts
+every connection still open when ``shutdown_timeout`` has passed, one deadline for all.
 """
 
 from __future__ import annotations
@@ -43,53 +57,50 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from bisect import bisect_left
 from collections.abc import Callable
 from ipaddress import ip_address
-from socket import AF_INET, AF_INET6, inet_pton
 from time import perf_counter
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 from johnlocke import status_page
+from johnlocke.addresses import RealIp, address_group, pack_ip
+from johnlocke.bittorrent import ANNOUNCE, SCRAPE, parse_target
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
-from johnlocke.logs import ACCESS_LOGGER, mask
+from johnlocke.http import tls
+from johnlocke.logs import ACCESS_LOGGER, mask, mask_request
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
 
 log = logging.getLogger("johnlocke.http")
 
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _INTERNAL = protocol.encode_failure("internal tracker error")
+_ANNOUNCE = ANNOUNCE
+_SCRAPE = SCRAPE
 
 
-def pack_ip(host: str) -> bytes:
-    """A textual address to 4 or 16 packed bytes; IPv4-mapped IPv6 becomes IPv4."""
-    try:
-        return inet_pton(AF_INET, host)
-    except OSError:
-        packed = inet_pton(AF_INET6, host.partition("%")[0])
-        return packed[12:] if packed[:12] == _V4_MAPPED else packed
-
-
-def _raw_query(request: web.BaseRequest) -> bytes:
+def _target(request: web.BaseRequest) -> bytes:
     # raw_path is the request target as the client sent it (decoded from bytes with
     # surrogateescape by aiohttp's parser), so this gets the exact bytes back.
-    return request.raw_path.partition("?")[2].encode("utf-8", "surrogateescape")
+    return request.raw_path.encode("utf-8", "surrogateescape")
 
 
 class Frontend:
     def __init__(self, tracker: Tracker, config: Config, service: StatsService) -> None:
         self.tracker = tracker
         self.tracker_id = tracker.tracker_id
-        self.trusted = tuple(config.http.trusted_proxies)
+        self.real_ip = RealIp(config.http.trusted_proxies, config.http.real_ip_header)
+        self.trusted = self.real_ip.trusted
         self.service = service
         self.stats = st = service.stats
         # The counters' own lists, one attribute lookup away on the hot path.
@@ -102,45 +113,19 @@ class Frontend:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not peer:
             raise ClientError("cannot determine the client address")
-        host = peer[0]
         if self.trusted:
-            src = ip_address(host)
-            if any(src in net for net in self.trusted):
-                forwarded = self._forwarded(request)
-                return (pack_ip(host) if forwarded is None else forwarded), True
-        return pack_ip(host), False
+            real_ip = self.real_ip
+            return real_ip.resolve(peer[0], request.headers.getall(real_ip.header, ()))
+        return pack_ip(peer[0]), False
 
-    def _forwarded(self, request: web.BaseRequest) -> bytes | None:
-        """The rightmost X-Forwarded-For hop that is not itself a trusted proxy (or X-Real-IP)."""
-        xff = request.headers.get("X-Forwarded-For")
-        candidates = [h.strip() for h in xff.split(",")] if xff else []
-        real = request.headers.get("X-Real-IP")
-        if not candidates and real:
-            candidates = [real.strip()]
-        for text in reversed(candidates):
-            try:
-                addr = ip_address(text)
-            except ValueError:
-                raise ClientError("proxy sent an unreadable X-Forwarded-For") from None
-            if not any(addr in net for net in self.trusted):
-                return pack_ip(str(addr))
-        return None
-
-    def client_text(self, request: web.BaseRequest) -> str:
-        """The client's address as text, for logs; "-" if it cannot be told."""
-        try:
-            ip, _ = self.client_ip(request)
-        except (ClientError, ValueError, OSError):
-            return "-"
-        return str(ip_address(ip))
-
-    async def announce(
-        self, request: web.BaseRequest, passkey: bytes | None = None
-    ) -> web.Response:
+    async def announce(self, request: web.BaseRequest) -> web.StreamResponse:
+        endpoint, passkey, query = parse_target(_target(request))
+        if endpoint != _ANNOUNCE:
+            return await self.route(request)
         t0 = perf_counter()  # stats
         try:
             ip, trusted = self.client_ip(request)
-            req = protocol.parse_announce(_raw_query(request))
+            req = protocol.parse_announce(query)
             if passkey is not None:
                 req.passkey = passkey
             answer = await self.tracker.announce(req, ip, trusted)
@@ -164,10 +149,13 @@ class Frontend:
         self.announce_latency.sum += dt  # stats
         return web.Response(body=body, content_type="text/plain")
 
-    async def scrape(self, request: web.BaseRequest, passkey: bytes | None = None) -> web.Response:
+    async def scrape(self, request: web.BaseRequest) -> web.StreamResponse:
+        endpoint, passkey, query = parse_target(_target(request))
+        if endpoint != _SCRAPE:
+            return await self.route(request)
         t0 = perf_counter()  # stats
         try:
-            hashes, query_key = protocol.parse_scrape(_raw_query(request))
+            hashes, query_key = protocol.parse_scrape(query)
             # The sender's address only matters to the full-scrape budget.
             ip = None if hashes else self.client_ip(request)[0]
             rows = await self.tracker.scrape(hashes, query_key if passkey is None else passkey, ip)
@@ -182,11 +170,20 @@ class Frontend:
         self.stats.scrape_latency.observe(perf_counter() - t0)  # stats
         return web.Response(body=body, content_type="text/plain")
 
-    async def announce_keyed(self, request: web.Request) -> web.Response:
-        return await self.announce(request, _path_key(request))
+    async def route(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Any path: a tracker endpoint if the codec reads one (a passkey in the path, ``..``,
+        ``//``, an absolute-form target), else 404.
 
-    async def scrape_keyed(self, request: web.Request) -> web.Response:
-        return await self.scrape(request, _path_key(request))
+        The codec, not aiohttp's router, says what a path means: it is the code that finds the
+        passkey, and the one the access log masks by. ``announce`` and ``scrape`` are routed
+        to directly for their plain paths, the hot path, and read the target again.
+        """
+        endpoint = parse_target(_target(request))[0]
+        if endpoint == _ANNOUNCE:
+            return await self.announce(request)
+        if endpoint == _SCRAPE:
+            return await self.scrape(request)
+        raise web.HTTPNotFound()
 
     # --- what the operator reads -----------------------------------------------------------
 
@@ -194,9 +191,10 @@ class Frontend:
         """From an address in ``[stats] allow``, or with the token (bearer header or ?token=)."""
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
-            token: str | None = auth[7:].strip()
+            # Header values keep the bytes that are not UTF-8 as surrogates: this gets them back.
+            token: bytes | None = auth[7:].strip().encode("utf-8", "surrogateescape")
         else:
-            token = request.query.get("token")
+            token = _query_token(_target(request).partition(b"?")[2])
         try:
             ip, _ = self.client_ip(request)
         except ClientError:
@@ -238,8 +236,13 @@ class Frontend:
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _path_key(request: web.Request) -> bytes:
-    return request.match_info["passkey"].encode("utf-8", "surrogateescape")
+def _query_token(query: bytes) -> bytes | None:
+    """The ``token`` of a query, as bytes; None if there is none or the query is unreadable."""
+    try:
+        pairs = protocol.split_query(query)
+    except ClientError:
+        return None
+    return next((value for name, value in reversed(pairs) if name == b"token"), None)
 
 
 def _forbidden() -> web.Response:
@@ -254,18 +257,26 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request on the ``johnlocke.access`` logger, passkeys and tokens masked.
 
     aiohttp asks ``enabled`` once per connection (the logger's level, set from
-    ``[log] access_log``), so this costs nothing while the access log is off.
+    ``[log] access_log``), so this costs nothing while the access log is off. Requests that
+    aiohttp's parser refused get no line: malformed HTTP is logged by aiohttp at debug level
+    (``_ServerLog``), so that garbage cannot flood the log whatever the settings. ``runner_options``
+    makes a subclass that knows the server's ``RealIp``.
     """
+
+    real_ip = RealIp()
+    _failed = False
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return  # an aiohttp too old to ask ``enabled`` calls this for every request
         try:
-            frontend = request.app[FRONTEND] if isinstance(request, web.Request) else None
-            remote = frontend.client_text(request) if frontend else (request.remote or "-")
-            target = mask(request.raw_path)
+            if not _was_routed(request):
+                return
+            remote = self._remote(request)
+            target, (agent,) = mask_request(
+                request.raw_path, (request.headers.get("User-Agent", "-"),)
+            )
             version = request.version
-            agent = request.headers.get("User-Agent", "-")
             self.logger.info(
                 '%s "%s %s HTTP/%d.%d" %d %d %.3fms "%s"',
                 remote,
@@ -288,11 +299,35 @@ class AccessLogger(AbstractAccessLogger):
                 },
             )
         except Exception:
-            log.exception("cannot write an access log line")
+            # Never raise into aiohttp, and never let a request make this flood the log.
+            if AccessLogger._failed:
+                log.debug("cannot write an access log line", exc_info=True)
+            else:
+                AccessLogger._failed = True
+                log.exception("cannot write an access log line (further failures: debug level)")
+
+    def _remote(self, request: web.BaseRequest) -> str:
+        peer = request.remote
+        if not peer:
+            return "-"
+        real_ip = self.real_ip
+        try:
+            ip, _ = real_ip.resolve(peer, request.headers.getall(real_ip.header, ()))
+        except (ClientError, ValueError, OSError):
+            return peer
+        return str(ip_address(ip))
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def _was_routed(request: web.BaseRequest) -> bool:
+    """False for the stand-in request aiohttp answers a request it could not parse with."""
+    try:
+        return isinstance(request, web.Request) and request.match_info is not None
+    except AssertionError:  # aiohttp asserts that there is one
+        return False
 
 
 FRONTEND = web.AppKey("frontend", Frontend)
@@ -316,25 +351,25 @@ def build_app(
         app.on_cleanup.append(stop_stats)
     frontend = Frontend(tracker, config, service)
     app[FRONTEND] = frontend
-    app.router.add_get("/announce", frontend.announce)
-    app.router.add_get("/scrape", frontend.scrape)
+    # HEAD is not served where a GET changes the swarm: 405, and nothing changes.
+    app.router.add_get("/announce", frontend.announce, allow_head=False)
+    app.router.add_get("/scrape", frontend.scrape, allow_head=False)
     app.router.add_get("/stats", frontend.stats_json)
     app.router.add_get("/metrics", frontend.metrics)
     if config.stats.page:
         app.router.add_get(config.stats.page, frontend.status)
-    # After the fixed routes, so /stats and the status page are never taken for a passkey.
-    app.router.add_get("/announce/{passkey}", frontend.announce_keyed)
-    app.router.add_get("/scrape/{passkey}", frontend.scrape_keyed)
-    app.router.add_get("/{passkey}/announce", frontend.announce_keyed)
-    app.router.add_get("/{passkey}/scrape", frontend.scrape_keyed)
+    # Last, so /stats and the status page are never taken for a passkey: the codec decides
+    # whether any other path is a tracker endpoint (with a passkey in it) or a 404.
+    app.router.add_get("/{path:.*}", frontend.route, allow_head=False)
     return app
 
 
 def runner_options(config: Config) -> dict[str, Any]:
     """Server settings, shared by ``start`` and the tests' servers."""
+    real_ip = RealIp(config.http.trusted_proxies, config.http.real_ip_header)
     return {
         "access_log": logging.getLogger(ACCESS_LOGGER),
-        "access_log_class": AccessLogger,
+        "access_log_class": type("AccessLogger", (AccessLogger,), {"real_ip": real_ip}),
         "shutdown_timeout": config.http.shutdown_timeout,
         "keepalive_timeout": config.http.keepalive_timeout,
         # Room for an over-long query to reach the parser, which answers it with a bencoded
@@ -372,6 +407,9 @@ _MAX_FIELD = 4096
 # The most bytes a new connection may send before its first request head is complete.
 _MAX_HEAD = protocol.MAX_QUERY_LENGTH * 2 + 16 * 1024
 _WARN_EVERY = 60.0  # seconds between two "connection limit reached" warnings
+# At the cap, a connection that has not sent its first request for this long goes before idle
+# ones; a younger one goes only if none is idle (it has had no time to send).
+_GRACE = 1.0
 # asyncio's selector transport reads up to 256 KiB at a time: a 256 KiB buffer per read, shrunk
 # to the few hundred bytes that came. Under glibc's malloc that fragments the heap (once the
 # first such buffer is freed, the dynamic mmap threshold rises and every read buffer comes from
@@ -380,39 +418,103 @@ _WARN_EVERY = 60.0  # seconds between two "connection limit reached" warnings
 _READ_SIZE = 16 * 1024
 
 
-class _Limits:
-    """The connection cap and first-request deadline, shared by all listeners of one runner."""
+class _RareWarning:
+    """A warning logged at most once a minute, saying how often it happened since the last."""
 
-    def __init__(self, max_connections: int, request_timeout: float) -> None:
+    def __init__(self, text: str) -> None:
+        self.text = text  # its last %d is the count
+        self.count = 0
+        self._logged = 0
+        self._at = -_WARN_EVERY
+
+    def __call__(self, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._at >= _WARN_EVERY:
+            log.warning(self.text, *args, self.count - self._logged)
+            self._at = now
+            self._logged = self.count
+
+
+# A connection's state, as its guard sees it. _BUSY is 0, so the hot path tests it alone.
+_BUSY = 0  # reading a request, or handling it, or writing the answer
+_NEW = 1  # no complete request head yet: the first-request deadline runs
+_IDLE = 2  # served, and waiting for its next request
+
+
+class _Limits:
+    """The connection caps and first-request deadline, shared by all listeners of one runner."""
+
+    def __init__(
+        self,
+        max_connections: int,
+        request_timeout: float,
+        per_ip: int = 0,
+        real_ip: RealIp | None = None,
+    ) -> None:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self.open = 0
+        self.per_ip = per_ip
+        # Behind a reverse proxy every client has the proxy's address: proxies are not limited.
+        self.real_ip = real_ip or RealIp()
+        self.open: dict[_Guard, None] = {}
         # Connections still waiting for their first complete request, oldest first.
         self.waiting: dict[_Guard, None] = {}
-        self.refused = 0
+        # Connections served and waiting for their next request, longest idle first.
+        self.idle: dict[_Guard, None] = {}
+        self.per_address: dict[bytes, int] = {}
         self.evicted = 0
+        self.reclaimed = 0
         self.timed_out = 0
-        self._refused_logged = 0
-        self._warned = -_WARN_EVERY
+        self.refuse = _RareWarning(
+            "connection limit reached ([http] max_connections = %d): refused %d connections"
+            " since the last warning"
+        )
+        self.refuse_address = _RareWarning(
+            "connections from one address over [http] max_connections_per_ip = %d (the last"
+            " from %s): refused %d connections since the last warning"
+        )
 
-    def refuse(self) -> None:
-        self.refused += 1
-        now = time.monotonic()
-        if now - self._warned >= _WARN_EVERY:
+    def make_room(self) -> bool:
+        """Close one connection for a newcomer, if one may go; whether one went.
+
+        First the oldest that never sent a request, unless it is younger than ``_GRACE`` (it
+        has had no time to: a new client's request follows its connection at once); then the
+        one idle the longest; then the young one after all. A busy connection stays.
+        """
+        waiting = self.waiting
+        if waiting:
+            oldest = next(iter(waiting))
+            if not self.idle or oldest.age() >= _GRACE:
+                self.evicted += 1
+                oldest.drop()
+                return True
+        if self.idle:
+            self.reclaimed += 1
+            next(iter(self.idle)).drop()
+            return True
+        return False
+
+    @property
+    def refused(self) -> int:
+        return self.refuse.count + self.refuse_address.count
+
+    def abort_all(self) -> None:
+        """Close every connection now, answers unsent or not (the shutdown deadline)."""
+        if self.open:
             log.warning(
-                "connection limit reached ([http] max_connections = %d): refused %d connections"
-                " since the last warning",
-                self.max_connections,
-                self.refused - self._refused_logged,
+                "[http] shutdown_timeout reached: closing %d connections still busy", len(self.open)
             )
-            self._warned = now
-            self._refused_logged = self.refused
+        for guard in list(self.open):
+            guard.drop(abort=True)
 
 
 class _Guard(asyncio.Protocol):
     """One connection: enforces ``_Limits`` and passes every event on to aiohttp's handler."""
 
-    __slots__ = ("limits", "make", "inner", "transport", "timer", "seen", "tail", "counted")
+    __slots__ = (
+        "limits", "make", "inner", "transport", "timer", "seen", "tail", "state", "group",
+    )  # fmt: skip
 
     def __init__(self, limits: _Limits, make: Callable[[], asyncio.Protocol]) -> None:
         self.limits = limits
@@ -422,34 +524,63 @@ class _Guard(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.seen = 0
         self.tail = b""
-        self.counted = False
+        self.state = _BUSY
+        self.group: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self.limits
-        if limits.open >= limits.max_connections:
-            if limits.waiting:
-                limits.evicted += 1
-                next(iter(limits.waiting)).drop()
-            else:
-                limits.refuse()
-                transport.close()
-                return
-        limits.open += 1
-        self.counted = True
+        if limits.per_ip:
+            peer = transport.get_extra_info("peername")
+            if peer and not limits.real_ip.is_trusted(peer[0]):
+                group = address_group(pack_ip(peer[0]))
+                count = limits.per_address.get(group, 0)
+                if count >= limits.per_ip:
+                    limits.refuse_address(limits.per_ip, peer[0])
+                    transport.close()
+                    return
+                limits.per_address[group] = count + 1
+                self.group = group
+        if len(limits.open) >= limits.max_connections and not limits.make_room():
+            self._ungroup()
+            limits.refuse(limits.max_connections)
+            transport.close()
+            return
+        limits.open[self] = None
         if getattr(transport, "max_size", 0) > _READ_SIZE:
             transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
         self.transport = transport  # type: ignore[assignment]
         self.timer = asyncio.get_running_loop().call_later(limits.request_timeout, self._expire)
+        self.state = _NEW
         limits.waiting[self] = None
-        self.inner = self.make()
-        self.inner.connection_made(transport)
+        self.inner = inner = self.make()
+        if isinstance(inner, _Handler):
+            inner.guard = self
+        inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.timer is not None:
-            self._watch(data)
-            if self.transport is None:
-                return
+        if self.state:
+            if self.state == _IDLE:
+                # A new request begins: the connection is busy until it has been answered.
+                self.state = _BUSY
+                del self.limits.idle[self]
+            else:
+                self._watch(data)
+                if self.transport is None:
+                    return
         self.inner.data_received(data)  # type: ignore[union-attr]
+
+    def answered(self) -> None:
+        """aiohttp has written an answer: the connection waits for its next request."""
+        if self.transport is None:
+            return
+        if self.state:
+            if self.state == _IDLE:
+                # A pipelined request answered: idle since now, not since the one before.
+                del self.limits.idle[self]
+            else:
+                self._release_timer()  # answered before its head was complete: an error
+        self.state = _IDLE
+        self.limits.idle[self] = None
 
     def _watch(self, data: bytes) -> None:
         buf = self.tail + data
@@ -463,6 +594,13 @@ class _Guard(asyncio.Protocol):
             return
         self.tail = buf[-3:]
 
+    def age(self) -> float:
+        """Seconds since the connection was made (while its first request is awaited)."""
+        timer = self.timer
+        if timer is None:
+            return float("inf")
+        return asyncio.get_running_loop().time() - (timer.when() - self.limits.request_timeout)
+
     def _expire(self) -> None:
         self.timer = None
         if self.transport is not None:
@@ -474,20 +612,38 @@ class _Guard(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.limits.waiting.pop(self, None)
+        self.state = _BUSY
+
+    def _ungroup(self) -> None:
+        group = self.group
+        if group is not None:
+            self.group = None
+            per_address = self.limits.per_address
+            count = per_address[group] - 1
+            if count:
+                per_address[group] = count
+            else:
+                del per_address[group]
 
     def _release(self) -> None:
+        if self.state == _IDLE:
+            del self.limits.idle[self]
         self._release_timer()
-        if self.counted:
-            self.counted = False
-            self.limits.open -= 1
+        if self.limits.open.pop(self, 0) is None:
+            self._ungroup()
 
-    def drop(self) -> None:
-        """Close the connection now (aiohttp's handler hears of it through connection_lost)."""
+    def drop(self, abort: bool = False) -> None:
+        """Close the connection now (aiohttp's handler hears of it through connection_lost).
+
+        A close still sends what the transport holds; ``abort`` discards it."""
         self._release()
         transport = self.transport
         self.transport = None
         if transport is not None:
-            transport.close()
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -509,16 +665,59 @@ class _Guard(asyncio.Protocol):
             self.inner.resume_writing()
 
 
+class _Handler(web.RequestHandler):
+    """aiohttp's connection handler, telling its guard when an answer has been written.
+
+    ``log_access`` is what aiohttp calls once it has written each answer (whether or not the
+    access log is on), so this is where a connection becomes idle.
+    """
+
+    __slots__ = ("guard",)
+    guard: _Guard
+
+    def log_access(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
+    ) -> None:
+        web.RequestHandler.log_access(self, request, response, time)
+        self.guard.answered()
+
+
+def _http1(make: Any) -> Any:
+    """A request factory that reads a request line's HTTP version as one this server speaks.
+
+    aiohttp answers with the version of the request line, and its parser lets 0.9 and 2.0 by:
+    "GET / HTTP/2.0" would get an "HTTP/2.0 200 OK" over HTTP/1. A server answers with the
+    highest version it speaks that is not above the client's (RFC 9112, 2.3): 1.1 for 2.0, and
+    1.0 (the least it speaks) for 0.9, which had no status line at all.
+    """
+
+    def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        version = message.version
+        # aiohttp's C parser hands out its HttpVersion10/11 objects: one identity test.
+        if version is not HttpVersion11 and version is not HttpVersion10:
+            if version > HttpVersion11:
+                message = message._replace(version=HttpVersion11)
+            elif version < HttpVersion10:
+                message = message._replace(version=HttpVersion10)
+        return make(message, payload, protocol, writer, task)
+
+    return factory
+
+
 class _GuardedRunner(web.AppRunner):
     """An ``AppRunner`` whose listeners create ``_Guard`` protocols around aiohttp's handlers.
 
     Sites get their protocol factory from ``runner.server``; the runner itself keeps using the
-    real ``web.Server`` for shutdown, so closing and draining connections work as usual.
+    real ``web.Server`` for shutdown, so closing and draining connections work as usual, within
+    one deadline (``cleanup``).
     """
 
-    def __init__(self, app: web.Application, limits: _Limits, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+    def __init__(
+        self, app: web.Application, limits: _Limits, shutdown_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(app, shutdown_timeout=shutdown_timeout, **kwargs)
         self.limits = limits
+        self.shutdown_timeout = shutdown_timeout
         self._factory: Callable[[], asyncio.Protocol] | None = None
         self._for: web.Server | None = None
 
@@ -528,9 +727,20 @@ class _GuardedRunner(web.AppRunner):
         if inner is None:
             return None
         if self._for is not inner:
-            self._factory = functools.partial(_Guard, self.limits, inner)
+            inner.request_factory = _http1(inner.request_factory)
+            # What web.Server() does to make a connection's handler, with our subclass.
+            make = functools.partial(_Handler, inner, loop=inner._loop, **inner._kwargs)
+            self._factory = functools.partial(_Guard, self.limits, make)
             self._for = inner
         return self._factory
+
+    async def cleanup(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(self.shutdown_timeout, self.limits.abort_all)
+        try:
+            await super().cleanup()
+        finally:
+            deadline.cancel()
 
 
 def _raise_open_file_limit(connections: int) -> None:
@@ -557,20 +767,45 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
-async def start(app: web.Application, config: Config) -> web.AppRunner:
-    """Listen on every configured address; raise OSError if none could be bound."""
+async def start(
+    app: web.Application,
+    config: Config,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+    port: int | None = None,
+) -> web.AppRunner:
+    """Listen on every configured address (over TLS with ``ssl_context``, see
+    ``johnlocke.http.tls``); raise OSError if none could be bound.
+
+    ``reuse_port``: share the port with the other worker processes (SO_REUSEPORT); ``port``
+    overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
     _raise_open_file_limit(config.http.max_connections)
-    limits = _Limits(config.http.max_connections, config.http.request_timeout)
+    http = config.http
+    limits = _Limits(
+        http.max_connections,
+        http.request_timeout,
+        http.connections_per_ip,
+        RealIp(http.trusted_proxies, http.real_ip_header),
+    )
     runner = _GuardedRunner(app, limits, **runner_options(config))
     await runner.setup()
     bound = []
     errors = []
+    port = config.http.port if port is None else port
     for host in config.http.host:
-        site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+        site: web.BaseSite
+        if ssl_context is None:
+            site = web.TCPSite(
+                runner, host, port, reuse_address=True, reuse_port=reuse_port or None
+            )
+        else:
+            site = tls.Site(
+                runner, host, port, ssl_context, config.http.request_timeout, reuse_port
+            )
         try:
             await site.start()
         except OSError as exc:
-            errors.append(f"{host}:{config.http.port}: {exc.strerror or exc}")
+            errors.append(f"{host}:{port}: {exc.strerror or exc}")
             continue
         bound.append(site)
     if not bound:
