@@ -153,6 +153,7 @@ async def _serve(config: Config, settings: Settings) -> None:
     from johnlocke.stats import StatsService
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
+    from johnlocke.websocket.server import Hub
 
     # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
     stop = asyncio.Event()
@@ -169,7 +170,8 @@ async def _serve(config: Config, settings: Settings) -> None:
     # The snapshot service starts before the tracker (it fills the store before anything else
     # runs) and stops after it (its final snapshot sees the state once everything has stopped).
     snapshots = SnapshotService(config, store, settings.base, on_written=stats.snapshot_written)
-    services: list[Service] = [logs.LogService(), snapshots, access, tracker, stats]
+    hub = Hub(tracker, config, stats)
+    services: list[Service] = [logs.LogService(), snapshots, access, tracker, stats, hub]
     tls = Certificate(config.http) if config.http.tls_cert else None
     if tls is not None:
         services.append(tls)
@@ -180,7 +182,7 @@ async def _serve(config: Config, settings: Settings) -> None:
             await service.start()
             started.append(service)
         runner = await start(
-            build_app(tracker, config, stats), config, tls.context if tls is not None else None
+            build_app(tracker, config, stats, hub), config, tls.context if tls is not None else None
         )
         text, fields = _summary(config, listening(runner))
         log.info("%s", text, extra=fields)

@@ -173,6 +173,7 @@ class Stats:
         "started_at",
         "started_wall",
         "snapshot_time",
+        "websocket",
     )
 
     def __init__(self, client_sample: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
@@ -189,6 +190,8 @@ class Stats:
         self.started_wall = time.time()
         # Unix time of the last snapshot written to disk; set by whatever writes snapshots.
         self.snapshot_time: float | None = None
+        # The WebSocket (WebTorrent) frontend's own counters; the attributes above count HTTP.
+        self.websocket = WebSocketStats()
 
     @property
     def announces(self) -> int:
@@ -217,6 +220,53 @@ class Stats:
         if key not in clients and len(clients) >= MAX_CLIENTS:
             key = b""
         clients[key] = clients.get(key, 0) + 1
+
+
+class WebSocketStats:
+    """The WebSocket frontend's counters: as HTTP's, plus connections, relayed offers and
+    answers, and messages dropped without an answer (by reason: over the rate, binary, an
+    answer to an unknown offer...)."""
+
+    __slots__ = (
+        "announce_latency",
+        "scrape_latency",
+        "events",
+        "failures",
+        "dropped",
+        "closed",
+        "opened",
+        "refused",
+        "offers",
+        "answers",
+        "undelivered",
+        "open",
+    )
+
+    def __init__(self) -> None:
+        self.announce_latency = Histogram()
+        self.scrape_latency = Histogram()
+        self.events = [0] * len(EVENT_NAMES)
+        self.failures: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self.closed: dict[str, int] = {}  # connections closed, by why
+        self.opened = 0
+        self.refused = 0  # upgrades refused (disabled, at the cap)
+        self.offers = 0  # offers relayed to a peer
+        self.answers = 0  # answers relayed to the peer that made the offer
+        self.undelivered = 0  # offers and answers whose peer had gone
+        self.open = 0  # connections open now
+
+    # Failure reasons are normalised and capped as HTTP's are.
+    fail = Stats.fail
+
+    def drop(self, reason: str) -> None:
+        """Count one message dropped unanswered (``reason`` is one of the frontend's)."""
+        dropped = self.dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
+
+    def close(self, reason: str) -> None:
+        closed = self.closed
+        closed[reason] = closed.get(reason, 0) + 1
 
 
 def client_prefix(peer_id: bytes) -> bytes:
