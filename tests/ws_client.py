@@ -23,7 +23,9 @@ class WsPeer:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, peer_id: bytes | None = None) -> None:
         self.ws = ws
-        self.peer_id = peer_id if peer_id is not None else b"-WW0300-" + os.urandom(6).hex().encode()[:12]
+        self.peer_id = (
+            peer_id if peer_id is not None else b"-WW0300-" + os.urandom(6).hex().encode()[:12]
+        )
 
     async def send(self, doc: dict[str, Any] | str) -> None:
         await self.ws.send_str(doc if isinstance(doc, str) else json.dumps(doc))

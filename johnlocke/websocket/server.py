@@ -347,8 +347,7 @@ class Hub:
             refused = exc.reason  # told to the client in its first message's answer
         handler = request.protocol
         transport = request.transport
-        guard = getattr(handler, "guard", None)
-        if transport is None or transport.is_closing() or guard is None:
+        if transport is None or transport.is_closing():
             raise web.HTTPBadRequest(text="connection closed\n")
         # Bytes the client sent after its upgrade request (normally none: a client waits for
         # the 101) are frames already.
@@ -362,7 +361,13 @@ class Hub:
         # finishes with this request (logged as 101) and forgets the connection.
         handler.transport = None
         handler.connection_lost(None)
-        guard.upgraded(conn)
+        # Behind the HTTP server's connection guard (the daemon), the guard passes the events
+        # on; a bare aiohttp server (tests) has the transport talk to the connection directly.
+        guard = getattr(handler, "guard", None)
+        if guard is not None:
+            guard.upgraded(conn)
+        else:
+            transport.set_protocol(conn)
         self.conns[endpoint] = conn
         stats.opened += 1
         stats.open = len(self.conns)
