@@ -195,11 +195,12 @@ class Stats:
 
     @property
     def announces(self) -> int:
-        return self.announce_latency.count
+        """Announces answered over every transport."""
+        return self.announce_latency.count + self.websocket.announce_latency.count
 
     @property
     def scrapes(self) -> int:
-        return self.scrape_latency.count
+        return self.scrape_latency.count + self.websocket.scrape_latency.count
 
     def fail(self, reason: str) -> None:
         """Count one request answered with ``reason`` (normalised; distinct keys capped)."""
@@ -535,17 +536,14 @@ class StatsService:
                 "total": announces,
                 "per_second_10s": round(a10, 3),
                 "per_second_60s": round(a60, 3),
-                "by_event": dict(zip(EVENT_NAMES, st.events, strict=True)),
+                "by_event": _by_event(st.events, st.websocket.events),
             },
             "scrapes": {
                 "total": st.scrapes,
                 "per_second_10s": round(s10, 3),
                 "per_second_60s": round(s60, 3),
             },
-            "failures": {
-                "total": sum(st.failures.values()),
-                "by_reason": dict(sorted(st.failures.items(), key=lambda kv: -kv[1])),
-            },
+            "failures": _reasons(_added(st.failures, st.websocket.failures)),
             "clients": {
                 "sample_every": st.client_sample,
                 "sampled": sampled,
@@ -560,8 +558,16 @@ class StatsService:
                 ],
             },
             "latency_ms": {
-                "announce": _latency(st.announce_latency),
-                "scrape": _latency(st.scrape_latency),
+                "announce": _latency(
+                    _added_histograms(st.announce_latency, st.websocket.announce_latency)
+                ),
+                "scrape": _latency(
+                    _added_histograms(st.scrape_latency, st.websocket.scrape_latency)
+                ),
+            },
+            "transports": {
+                "http": _transport(st.announce_latency, st.scrape_latency, st.events, st.failures),
+                "websocket": _websocket(st.websocket),
             },
             "top_swarms": [
                 {
@@ -581,6 +587,60 @@ class StatsService:
                 "samples": [list(s) for s in self.history],
             }
         return doc
+
+
+def _by_event(*counts: list[int]) -> dict[str, int]:
+    return {name: sum(c[i] for c in counts) for i, name in enumerate(EVENT_NAMES)}
+
+
+def _added(*dicts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for key, n in d.items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def _added_histograms(*hs: Histogram) -> Histogram:
+    out = Histogram(hs[0].bounds)
+    for h in hs:
+        out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
+        out.sum += h.sum
+    return out
+
+
+def _reasons(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "total": sum(counts.values()),
+        "by_reason": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _transport(
+    announce: Histogram, scrape: Histogram, events: list[int], failures: dict[str, int]
+) -> dict[str, Any]:
+    """One transport's share of the /stats document."""
+    return {
+        "announces": announce.count,
+        "scrapes": scrape.count,
+        "by_event": dict(zip(EVENT_NAMES, events, strict=True)),
+        "failures": _reasons(failures),
+        "latency_ms": {"announce": _latency(announce), "scrape": _latency(scrape)},
+    }
+
+
+def _websocket(ws: WebSocketStats) -> dict[str, Any]:
+    return {
+        **_transport(ws.announce_latency, ws.scrape_latency, ws.events, ws.failures),
+        "connections": ws.open,
+        "connections_opened": ws.opened,
+        "upgrades_refused": ws.refused,
+        "closed": _reasons(ws.closed),
+        "offers_relayed": ws.offers,
+        "answers_relayed": ws.answers,
+        "undelivered": ws.undelivered,
+        "dropped": _reasons(ws.dropped),
+    }
 
 
 def _latency(h: Histogram) -> dict[str, Any]:
@@ -618,26 +678,57 @@ class _Collector:
         peers.add_metric(["ipv6", "seeder"], ss.seeders_ipv6)
         peers.add_metric(["ipv6", "leecher"], ss.leechers_ipv6)
         yield peers
+        ws = st.websocket
+        # (transport, announce histogram, scrape histogram, events, failures): HTTP first.
+        transports = (
+            ("http", st.announce_latency, st.scrape_latency, st.events, st.failures),
+            ("websocket", ws.announce_latency, ws.scrape_latency, ws.events, ws.failures),
+        )
         announces = CounterMetricFamily(
             "johnlocke_announces",
-            'Announce requests answered, by event ("refused": answered with a failure).',
-            labels=["event"],
+            'Announce requests answered, by event ("refused": answered with a failure) and'
+            " transport.",
+            labels=["event", "transport"],
         )
-        for name, n in zip(EVENT_NAMES, st.events, strict=True):
-            announces.add_metric([name], n)
-        announces.add_metric(["refused"], max(0, st.announces - sum(st.events)))
-        yield announces
-        yield CounterMetricFamily(
-            "johnlocke_scrapes", "Scrape requests answered.", value=st.scrapes
+        scrapes = CounterMetricFamily(
+            "johnlocke_scrapes", "Scrape requests answered, by transport.", labels=["transport"]
         )
         failures = CounterMetricFamily(
             "johnlocke_failures",
-            "Requests answered with a failure reason, by reason.",
-            labels=["reason"],
+            "Requests answered with a failure reason, by reason and transport.",
+            labels=["reason", "transport"],
         )
-        for reason, n in st.failures.items():
-            failures.add_metric([reason], n)
+        for transport, announce_h, scrape_h, events, reasons in transports:
+            for name, n in zip(EVENT_NAMES, events, strict=True):
+                announces.add_metric([name, transport], n)
+            announces.add_metric(["refused", transport], max(0, announce_h.count - sum(events)))
+            scrapes.add_metric([transport], scrape_h.count)
+            for reason, n in reasons.items():
+                failures.add_metric([reason, transport], n)
+        yield announces
+        yield scrapes
         yield failures
+        yield GaugeMetricFamily(
+            "johnlocke_websocket_connections", "WebSocket (WebTorrent) connections open.", ws.open
+        )
+        relayed = CounterMetricFamily(
+            "johnlocke_websocket_relayed",
+            "WebRTC offers and answers relayed between WebSocket peers (kind), and those whose"
+            " peer had gone (undelivered).",
+            labels=["kind"],
+        )
+        relayed.add_metric(["offer"], ws.offers)
+        relayed.add_metric(["answer"], ws.answers)
+        relayed.add_metric(["undelivered"], ws.undelivered)
+        yield relayed
+        for name, text, counts in (
+            ("dropped", "WebSocket messages dropped unanswered, by reason.", ws.dropped),
+            ("closed", "WebSocket connections closed, by reason.", ws.closed),
+        ):
+            family = CounterMetricFamily(f"johnlocke_websocket_{name}", text, labels=["reason"])
+            for reason, n in counts.items():
+                family.add_metric([reason], n)
+            yield family
         clients = CounterMetricFamily(
             "johnlocke_client_announces",
             f"Sampled announces (1 in {st.client_sample}) by client peer_id prefix, top clients.",
@@ -649,13 +740,16 @@ class _Collector:
                 [prefix.decode("latin-1") if prefix else OTHER, client_name(prefix)], n
             )
         yield clients
-        for endpoint, h in (("announce", st.announce_latency), ("scrape", st.scrape_latency)):
-            yield HistogramMetricFamily(
+        for endpoint in ("announce", "scrape"):
+            family = HistogramMetricFamily(
                 f"johnlocke_{endpoint}_duration_seconds",
-                f"Time to handle one {endpoint} (parse, store, answer), in seconds.",
-                buckets=h.buckets(),
-                sum_value=h.sum,
+                f"Time to handle one {endpoint} (parse, store, answer), in seconds, by transport.",
+                labels=["transport"],
             )
+            for transport, announce_h, scrape_h, _events, _reasons in transports:
+                h = announce_h if endpoint == "announce" else scrape_h
+                family.add_metric([transport], h.buckets(), h.sum)
+            yield family
         yield GaugeMetricFamily(
             "johnlocke_start_time_seconds", "When the tracker started (Unix time).", st.started_wall
         )
