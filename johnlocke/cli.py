@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
-from johnlocke import __version__, detach, flags, logs
-from johnlocke.config import Config, ConfigError, dump
+from johnlocke import __version__, compiled, detach, flags, logs
+from johnlocke.config import Config, ConfigError, dump, workers_refused
 from johnlocke.flags import Settings
 from johnlocke.service import Service
 from johnlocke.strategy import StrategyLoadError, StrategySet
@@ -39,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration, print the effective settings and exit",
     )
-    p.add_argument("--version", action="version", version=f"johnlocke {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"johnlocke {__version__}, {compiled.describe()}"
+    )
     flags.add_arguments(p)
     run = p.add_argument_group("running without systemd (see examples/johnlocke.service)")
     run.add_argument(
@@ -57,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         "--logfile",
         metavar="PATH",
         help="append the log to PATH instead of stderr (reopened on SIGHUP, for logrotate)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help='run N tracker processes sharing the ports (needs [store] backend = "redis";'
+        " default: [workers] count)",
     )
     return p
 
@@ -104,6 +114,8 @@ async def _reload(settings: Settings, current: Config, services: list[Service]) 
         log.warning("[http] changes take effect only after a restart")
     if new.stats.page != current.stats.page:
         log.warning("[stats] page changes take effect only after a restart")
+    if new.store.model_copy(update={"pool": current.store.pool}) != current.store:
+        log.warning("[store] changes (other than pool) take effect only after a restart")
     for service in services:
         try:
             pending = service.reload(new)
@@ -135,12 +147,13 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
         "status_page": s.page or None,
         "log_format": config.log.format,
         "access_log": config.log.access_log,
+        "build": compiled.BUILD,
     }
     text = (
         f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
         f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
         f" /stats, /metrics and {page} for {who}; access log"
-        f" {'on' if config.log.access_log else 'off'}"
+        f" {'on' if config.log.access_log else 'off'}; {compiled.describe()}"
     )
     return text, fields
 
@@ -151,10 +164,15 @@ async def _serve(config: Config, settings: Settings) -> None:
     from johnlocke.http.tls import Certificate
     from johnlocke.snapshot import SnapshotService
     from johnlocke.stats import StatsService
+    from johnlocke.store import Store
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
     from johnlocke.websocket.server import Hub
+    from johnlocke.workers import WorkerContext, tag_logs
 
+    worker = WorkerContext.from_env()
+    if worker is not None:
+        tag_logs(worker.index)
     # Signal handlers first: a SIGTERM that arrives while we bind must still stop us cleanly.
     stop = asyncio.Event()
     hup = asyncio.Event()
@@ -162,16 +180,40 @@ async def _serve(config: Config, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
-    store = MemoryStore()
+    if worker is not None:
+        worker.watch_parent(loop, stop)
+    memory_store = redis_store = None
+    store: Store
+    if config.store.backend == "redis":
+        from johnlocke.store import redis as redis_driver
+
+        store = redis_store = redis_driver.from_config(config)
+    else:
+        store = memory_store = MemoryStore()
     # Relative paths in [access] and [state] are relative to the configuration file.
     access = Access(config, store, settings.base)
     tracker = Tracker(config, store, access)
     stats = StatsService(store, config)
-    # The snapshot service starts before the tracker (it fills the store before anything else
-    # runs) and stops after it (its final snapshot sees the state once everything has stopped).
-    snapshots = SnapshotService(config, store, settings.base, on_written=stats.snapshot_written)
+    services: list[Service] = [logs.LogService()]
+    if memory_store is not None:
+        # The snapshot service starts before the tracker (it fills the store before anything
+        # else runs) and stops after it (its final snapshot sees the state once everything has
+        # stopped). With Redis there is no snapshot: Redis persists (or not) on its own.
+        services.append(
+            SnapshotService(config, memory_store, settings.base, on_written=stats.snapshot_written)
+        )
+    elif redis_store is not None:
+        from johnlocke.workers import WorkerBoard
+
+        # The store first: it loads its functions (or reports Redis down) before anything uses
+        # it. The board (started once we listen, to be named by the port) publishes this
+        # process's counters for the others.
+        services.append(redis_store)
+        stats.sources.append(redis_store)
+        board = WorkerBoard(redis_store, stats.stats, "")
+        stats.sources.append(board)
     hub = Hub(tracker, config, stats)
-    services: list[Service] = [logs.LogService(), snapshots, access, tracker, stats, hub]
+    services += [access, tracker, stats, hub]
     tls = Certificate(config.http) if config.http.tls_cert else None
     if tls is not None:
         services.append(tls)
@@ -182,11 +224,23 @@ async def _serve(config: Config, settings: Settings) -> None:
             await service.start()
             started.append(service)
         runner = await start(
-            build_app(tracker, config, stats, hub), config, tls.context if tls is not None else None
+            build_app(tracker, config, stats, hub),
+            config,
+            tls.context if tls is not None else None,
+            reuse_port=worker is not None and worker.reuse_port,
+            port=worker.port if worker is not None else None,
         )
         text, fields = _summary(config, listening(runner))
         log.info("%s", text, extra=fields)
-        detach.ready()
+        if redis_store is not None:
+            port = listening(runner)[0][1]
+            board.worker_id = f"{socket.gethostname()}:{port}/{worker.index if worker else 0}"
+            await board.start()
+            started.append(board)
+        if worker is not None:
+            worker.signal_ready()
+        else:
+            detach.ready()
         while not stop.is_set():
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(hup.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -210,7 +264,31 @@ async def _serve(config: Config, settings: Settings) -> None:
     log.info("stopped")
 
 
+# Options about this process, which worker processes must not repeat (the supervisor is the
+# daemon, owns the pid file and the log file).
+_PROCESS_OPTIONS = {"--daemon": 0, "--pidfile": 1, "--logfile": 1, "--workers": 1}
+
+
+def _worker_argv(argv: Sequence[str]) -> list[str]:
+    """The command line without the process options: what each worker process is started with."""
+    out: list[str] = []
+    skip = 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = arg.partition("=")[0]
+        if name in _PROCESS_OPTIONS:
+            skip = _PROCESS_OPTIONS[name] if "=" not in arg else 0
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    cwd = os.getcwd()  # workers start here, even after --daemon moved to "/"
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_args(args)
@@ -222,6 +300,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         StrategySet(config.strategy)
     except StrategyLoadError as exc:
         return _fail(exc, _strategy_origin(settings, config, exc))
+    from johnlocke.workers import WorkerContext
+
+    worker = WorkerContext.from_env()
+    count = args.workers if args.workers is not None else config.workers.count
+    if worker is None:
+        if count < 1:
+            return _fail(ValueError(f"--workers must be at least 1 (got {count})"))
+        refused = workers_refused(config, count)
+        if refused:
+            where = "--workers" if args.workers is not None else settings.origin("workers", "count")
+            return _fail(ValueError(refused), where + ": ")
     if args.check_config:
         from johnlocke.access import load_check
         from johnlocke.http.tls import make_context
@@ -272,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flags.DEFAULT_FILE,
                 " and the command-line flags" if settings.labels else "",
             )
+        if worker is None and count > 1:
+            from johnlocke.workers import supervise
+
+            return supervise(settings, config, count, _worker_argv(argv), cwd)
         with runner:
             runner.run(_serve(config, settings))
     except OSError as exc:

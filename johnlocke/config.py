@@ -260,6 +260,45 @@ class StateConfig(_Section):
         return value
 
 
+class StoreConfig(_Section):
+    """Where swarms live: this process's memory, or Redis (shared by every process)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    prefix: str = "jl:"
+    timeout: float = Field(default=2.0, gt=0, le=60)
+    pool: int = Field(default=200, ge=1, le=5000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must be a redis://, rediss:// (TLS) or unix:// URL, such as"
+                ' "redis://127.0.0.1:6379/0"'
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not 0 < len(value) <= 64 or not value.isprintable() or set(value) & set("{} "):
+            raise ValueError("must be 1 to 64 printable characters without spaces, { or }")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StoreConfig:
+        if self.cluster and self.url.startswith("unix://"):
+            raise ValueError("cluster = true needs a redis:// or rediss:// URL")
+        return self
+
+
+class WorkersConfig(_Section):
+    # Tracker processes sharing the listening ports (SO_REUSEPORT); more than 1 needs Redis.
+    count: int = Field(default=1, ge=1, le=256)
+
+
 class WebTorrentConfig(_Section):
     """Browser peers (WebTorrent): a WebSocket upgrade of /announce on the HTTP listener."""
 
@@ -313,7 +352,20 @@ class Config(_Section):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
     webtorrent: WebTorrentConfig = Field(default_factory=WebTorrentConfig)
+
+
+def workers_refused(config: Config, count: int) -> str | None:
+    """Why ``count`` worker processes cannot run with this configuration (None: they can)."""
+    if count > 1 and config.store.backend == "memory":
+        return (
+            f'{count} workers need [store] backend = "redis": with the memory store every'
+            " process would keep swarms of its own, and peers announcing to different workers"
+            " would never see each other"
+        )
+    return None
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

@@ -44,7 +44,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from johnlocke import __version__
+from johnlocke import __version__, compiled
 from johnlocke.config import Config
 from johnlocke.service import cancel_task
 from johnlocke.store import Store, StoreStats
@@ -382,6 +382,9 @@ class StatsService:
         self._top: tuple[float, int, list[tuple[bytes, int, int, int]]] | None = None
         self._top_pending: asyncio.Future[list[tuple[bytes, int, int, int]]] | None = None
         self.store_stats = StoreStats(0, 0, 0, 0, 0)
+        # Other parts' figures (the Redis store's health, the workers' board): each has
+        # ``metrics()`` (prometheus families) and ``report()`` (a dict merged into /stats).
+        self.sources: list[Any] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -514,6 +517,7 @@ class StatsService:
         clients = sorted(st.clients.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
         doc: dict[str, Any] = {
             "version": __version__,
+            "build": compiled.BUILD,
             "time": self._wall(),
             "uptime_seconds": round(self._clock() - st.started_at, 3),
             "rss_bytes": rss_bytes(),
@@ -580,6 +584,8 @@ class StatsService:
                 for ih, c, i, d in top
             ],
         }
+        for source in self.sources:
+            doc.update(source.report())
         if history:
             doc["history"] = {
                 "interval_seconds": self.interval,
@@ -759,6 +765,15 @@ class _Collector:
                 "Seconds since the last state snapshot was written.",
                 svc._wall() - st.snapshot_time,
             )
-        info = InfoMetricFamily("johnlocke_build", "The tracker's version and strategy.")
-        info.add_metric([], {"version": __version__, "strategy": svc.config.strategy.name})
+        info = InfoMetricFamily("johnlocke_build", "The tracker's version, build and strategy.")
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "build": compiled.BUILD,
+                "strategy": svc.config.strategy.name,
+            },
+        )
         yield info
+        for source in svc.sources:
+            yield from source.metrics()

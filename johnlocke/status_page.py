@@ -139,7 +139,8 @@ def render(
             "<title>JohnLocke tracker status</title>",
             f"<style>{_CSS}</style></head><body>",
             "<header><h1>JohnLocke tracker</h1>",
-            f'<span class="meta">version {escape(r["version"])} · up '
+            f'<span class="meta">version {escape(r["version"])}'
+            f" ({escape(r.get('build', '?'))}) · up "
             f"{_duration(r['uptime_seconds'])} · updated {updated} · refreshes every "
             f"{int(refresh)} s</span></header><main>",
             '<section class="tiles">',

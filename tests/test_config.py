@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from johnlocke import __version__
+from johnlocke import __version__, compiled
 from johnlocke.config import Config, ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,8 @@ def test_every_problem_is_listed_at_once_each_naming_file_and_key(tmp_path):
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"johnlocke {__version__}"
+    assert result.stdout.strip() == f"johnlocke {__version__}, {compiled.describe()}"
+    assert result.stdout.strip().split(", ")[1].startswith(("compiled (", "pure Python ("))
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):

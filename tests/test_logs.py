@@ -7,6 +7,8 @@ import signal
 import socket
 import urllib.request
 
+from johnlocke import compiled
+
 from .daemon import run_daemon
 
 IH = "%11" * 20
@@ -38,6 +40,7 @@ def test_json_logs_summary_and_masked_access_lines():
     assert start["listen"] == [f"127.0.0.1:{d.port}"]
     assert start["mode"] == "open" and start["strategy"] == "random"
     assert start["access_log"] is True
+    assert start["build"] == compiled.BUILD and compiled.describe() in start["message"]
     access = [doc for doc in docs if doc["logger"] == "johnlocke.access"]
     assert [doc["path"].split("?")[0] for doc in access] == ["/announce", "/stats", "/scrape"]
     first = access[0]

@@ -8,6 +8,8 @@ import re
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from johnlocke import __version__, compiled
+
 from .conftest import esc
 
 IH1 = bytes.fromhex("a4f0c23ed651c152a13fe5425c823f2cfdf693d1")
@@ -83,6 +85,7 @@ async def test_stats_tell_the_true_numbers(tracker_client):
     assert s["latency_ms"]["announce"]["count"] == 13
     assert 0 < s["latency_ms"]["announce"]["p50"] < 1000
     assert s["uptime_seconds"] > 0 and s["rss_bytes"] > 10_000_000
+    assert s["build"] == compiled.BUILD  # "compiled" or "pure": which code answered
     assert s["snapshot_age_seconds"] is None
     assert "history" not in s
     with_history = await (await c.http.get("/stats?history=1")).json()
@@ -156,7 +159,7 @@ async def test_metrics_are_prometheus_text_with_the_same_numbers(tracker_client)
     assert value("johnlocke_announce_duration_seconds_count") == 13
     assert value("johnlocke_announce_duration_seconds_bucket", le="+Inf") == 13
     assert value("johnlocke_scrape_duration_seconds_count") == 2
-    assert value("johnlocke_build_info", version=__import__("johnlocke").__version__) == 1
+    assert value("johnlocke_build_info", version=__version__, build=compiled.BUILD) == 1
     assert value("process_resident_memory_bytes") > 0
     # Prometheus asking for OpenMetrics gets it.
     resp = await c.http.get("/metrics", headers={"Accept": "application/openmetrics-text"})

@@ -828,10 +828,17 @@ def _raise_open_file_limit(connections: int) -> None:
 
 
 async def start(
-    app: web.Application, config: Config, ssl_context: ssl.SSLContext | None = None
+    app: web.Application,
+    config: Config,
+    ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
+    port: int | None = None,
 ) -> web.AppRunner:
     """Listen on every configured address (over TLS with ``ssl_context``, see
-    ``johnlocke.http.tls``); raise OSError if none could be bound."""
+    ``johnlocke.http.tls``); raise OSError if none could be bound.
+
+    ``reuse_port``: share the port with the other worker processes (SO_REUSEPORT); ``port``
+    overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
     w = config.webtorrent
     _raise_open_file_limit(config.http.max_connections + (w.max_connections if w.enabled else 0))
     http = config.http
@@ -845,18 +852,21 @@ async def start(
     await runner.setup()
     bound = []
     errors = []
+    port = config.http.port if port is None else port
     for host in config.http.host:
         site: web.BaseSite
         if ssl_context is None:
-            site = web.TCPSite(runner, host, config.http.port, reuse_address=True)
+            site = web.TCPSite(
+                runner, host, port, reuse_address=True, reuse_port=reuse_port or None
+            )
         else:
             site = tls.Site(
-                runner, host, config.http.port, ssl_context, config.http.request_timeout
+                runner, host, port, ssl_context, config.http.request_timeout, reuse_port
             )
         try:
             await site.start()
         except OSError as exc:
-            errors.append(f"{host}:{config.http.port}: {exc.strerror or exc}")
+            errors.append(f"{host}:{port}: {exc.strerror or exc}")
             continue
         bound.append(site)
     if not bound:

@@ -105,7 +105,7 @@ class Certificate:
 class Site(web.BaseSite):
     """A TLS listener on one address whose handshakes must finish within ``handshake_timeout``."""
 
-    __slots__ = ("_host", "_port", "_handshake_timeout")
+    __slots__ = ("_host", "_port", "_handshake_timeout", "_reuse_port")
 
     def __init__(
         self,
@@ -114,11 +114,13 @@ class Site(web.BaseSite):
         port: int,
         ssl_context: ssl.SSLContext,
         handshake_timeout: float,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._handshake_timeout = handshake_timeout
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -134,5 +136,6 @@ class Site(web.BaseSite):
             ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
             ssl_handshake_timeout=self._handshake_timeout,
         )
