@@ -213,6 +213,14 @@ async def _serve(config: Config, settings: Settings) -> None:
         board = WorkerBoard(redis_store, stats.stats, "")
         stats.sources.append(board)
     hub = Hub(tracker, config, stats)
+    if redis_store is not None:
+        from johnlocke.websocket.relay import RedisRelay
+
+        # Browser peers on other workers (and other trackers sharing this Redis) are reached
+        # through Redis pub/sub.
+        hub.relay = RedisRelay(
+            hub, config.store.url, config.store.prefix, hub.gone, config.store.timeout
+        )
     services += [access, tracker, stats, hub]
     tls = Certificate(config.http) if config.http.tls_cert else None
     if tls is not None:

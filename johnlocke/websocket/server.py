@@ -538,6 +538,12 @@ class Hub:
 
     # --- closing -------------------------------------------------------------------------------
 
+    def gone(self, target: bytes, peer_id: bytes, info_hash: bytes) -> None:
+        """An offer for ``target`` reached no process (``RedisRelay``): it leaves the swarm."""
+        self.stats.undelivered += 1
+        self.stats.offers -= 1
+        self._spawn(self.tracker.leave(info_hash, peer_id, target))
+
     def forget(self, conn: Connection) -> None:
         """A connection is closed: it leaves the hub and every swarm it joined."""
         if self.conns.pop(conn.endpoint, None) is None:
@@ -617,6 +623,8 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
             if waiting is None:
                 await asyncio.sleep(0)  # a bare yield: run again on the next loop turn
             else:
+                # Clear the mark the coroutine's yield set, as a task would before waiting.
+                waiting._asyncio_future_blocking = False
                 await waiting
         except asyncio.CancelledError:
             if waiting is None or not waiting.cancelled():
