@@ -9,6 +9,8 @@ import os
 import aiohttp
 import pytest
 
+from johnlocke.http.server import FRONTEND
+
 from .ws_client import WsPeer, text
 
 IH = bytes(range(20))
@@ -215,3 +217,128 @@ async def test_passkey_in_the_url_private_mode(ws_tracker, tmp_path):
     assert "passkey" in reply["failure reason"]
     msg = await stranger.ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def closed(peer: WsPeer, timeout: float = 5.0) -> int | None:
+    """Wait for the server to close ``peer``'s socket; the close code it sent."""
+    while True:
+        msg = await peer.ws.receive(timeout=timeout)
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+        ):
+            return peer.ws.close_code
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+
+
+async def test_a_message_over_the_size_limit_closes_with_1009(ws_tracker):
+    _, connect = await ws_tracker(webtorrent={"max_message_size": 2048})
+    p = await connect()
+    await p.send({"action": "scrape", "info_hash": "x" * 3000})
+    assert await closed(p) == 1009
+
+
+async def test_at_most_max_offers_are_relayed(ws_tracker):
+    _, connect = await ws_tracker(webtorrent={"max_offers": 2})
+    peers = [await connect() for _ in range(4)]
+    for p in peers:
+        await p.announce(IH)
+        await p.recv()
+    newcomer = await connect()
+    await newcomer.announce(IH, offers=4)
+    await newcomer.recv()
+    got = 0
+    for p in peers:
+        try:
+            await p.recv(timeout=0.3)
+            got += 1
+        except TimeoutError:
+            pass
+    assert got == 2
+
+
+async def test_swarms_per_connection_are_capped(ws_tracker):
+    _, connect = await ws_tracker(webtorrent={"max_swarms_per_connection": 2})
+    p = await connect()
+    for ih in (IH, IH2):
+        await p.announce(ih)
+        assert "failure reason" not in await p.recv()
+    third = bytes(20)
+    await p.announce(third)
+    reply = await p.recv()
+    assert reply["failure reason"] == "too many torrents on one connection (at most 2)"
+    assert reply["info_hash"] == text(third)
+    await p.announce(IH)  # a swarm it is in is fine
+    assert "failure reason" not in await p.recv()
+
+
+async def test_messages_over_the_rate_are_dropped_and_a_flood_closes(ws_tracker):
+    tc, connect = await ws_tracker(webtorrent={"message_rate": 1.0, "message_burst": 3})
+    p = await connect()
+    for _ in range(10):
+        await p.send({"action": "scrape", "info_hash": text(IH)})
+    answered = 0
+    with pytest.raises(TimeoutError):
+        while True:
+            await p.recv(timeout=0.5)
+            answered += 1
+    assert answered == 3
+    ws_stats = tc.http.server.app[FRONTEND].service.stats.websocket
+    assert ws_stats.dropped["over the message rate"] == 7
+    for _ in range(40):
+        await p.send({"action": "scrape", "info_hash": text(IH)})
+    assert await closed(p) == 1008
+
+
+async def test_connection_cap_refuses_upgrades_with_503(ws_tracker):
+    tc, connect = await ws_tracker(webtorrent={"max_connections": 2})
+    await connect()
+    await connect()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await connect()
+    assert err.value.status == 503
+    # Plain HTTP announces are not affected.
+    assert b"interval" in await tc.announce(IH, b"-qB4520-000000000009")
+
+
+async def test_disabled_refuses_upgrades(ws_tracker):
+    _, connect = await ws_tracker(webtorrent={"enabled": False})
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await connect()
+    assert err.value.status == 503
+
+
+async def test_silent_connection_is_pinged_then_an_unanswered_ping_closes(ws_tracker):
+    tc, _ = await ws_tracker(
+        webtorrent={"ping_interval": 0.2, "ping_timeout": 0.5}, http={"request_timeout": 30}
+    )
+    # A client that answers pings stays; one that does not is closed.
+    url = tc.http.make_url("/announce")
+    alive = WsPeer(await tc.http.session.ws_connect(url, autoping=True))
+    await alive.announce(IH)
+    await alive.recv()
+    # aiohttp's client answers pings while something reads the socket.
+    reading = asyncio.ensure_future(alive.ws.receive(timeout=10))
+    dead = WsPeer(await tc.http.session.ws_connect(url, autoping=False))
+    await dead.announce(IH2)
+    await dead.recv()
+    msg = await dead.ws.receive(timeout=3)
+    assert msg.type == aiohttp.WSMsgType.PING
+    assert await closed(dead, 4) == 1001
+    assert await tc.tracker.scrape([IH2]) == [(IH2, 0, 0, 0)]  # it left the swarm
+    assert not reading.done()
+    assert await tc.tracker.scrape([IH]) == [(IH, 0, 1, 0)]
+    reading.cancel()
+    await alive.close()
+
+
+async def test_no_first_message_or_idle_too_long_closes(ws_tracker):
+    tc, connect = await ws_tracker(http={"request_timeout": 0.5}, webtorrent={"idle_timeout": 2.5})
+    mute = await connect()
+    talker = await connect()
+    await talker.announce(IH)
+    await talker.recv()
+    assert await closed(mute, 3) == 1008
+    assert not talker.ws.closed
+    assert await closed(talker, 4) == 1001  # nothing more said for idle_timeout

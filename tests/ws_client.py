@@ -6,7 +6,6 @@ It speaks as npm ``bittorrent-tracker``'s WebSocket client does: 20-character la
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Any
@@ -39,7 +38,7 @@ class WsPeer:
         """Assert that nothing arrives within ``wait`` seconds."""
         try:
             msg = await self.ws.receive(timeout=wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected message: {msg!r}")
 
