@@ -91,7 +91,7 @@ MESSAGES = st.one_of(near_valid(), st.text(max_size=200), JSON.map(json.dumps))
 @given(MESSAGES, st.integers(0, 10))
 def test_parse_returns_a_valid_message_or_a_message_error(text, max_offers):
     try:
-        msg = codec.parse(text, max_offers)
+        msg = codec.parse(text.encode("utf-8", "surrogatepass"), max_offers)
     except codec.MessageError as exc:
         doc = json.loads(codec.encode_failure(exc.reason, exc.action, exc.info_hash))
         assert doc["failure reason"] == exc.reason
@@ -219,7 +219,8 @@ def test_the_handler_answers_json_and_failures_change_nothing(messages):
             conn, transport = conns[n % 2]
             before = await store.scrape(HASHES)
             sent = len(transport.written)
-            await hub.handle(conn, text)
+            await hub.handle(conn, text.encode("utf-8", "surrogatepass"))
+            hub.flush()
             replies = _texts(transport.written[sent:])
             for reply in replies:
                 doc = json.loads(reply)

@@ -88,8 +88,9 @@ def encode(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, 127)) + _U64.pack(n) + payload
 
 
-def encode_text(text: str) -> bytes:
-    return encode(OP_TEXT, text.encode())
+def encode_text(text: bytes) -> bytes:
+    """A text frame of UTF-8 ``text``."""
+    return encode(OP_TEXT, text)
 
 
 def encode_close(code: int, reason: str = "") -> bytes:

@@ -38,10 +38,10 @@ class Deliver(Protocol):
 
     def deliver_offer(
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
-        text: str,
+        text: bytes,
     ) -> bool: ...  # fmt: skip
 
-    def deliver(self, target: bytes, text: str) -> bool: ...
+    def deliver(self, target: bytes, text: bytes) -> bool: ...
 
 
 class Relay(Protocol):
@@ -51,13 +51,13 @@ class Relay(Protocol):
 
     def offer(
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
-        text: str,
+        text: bytes,
     ) -> bool:  # fmt: skip
         """Send an offer (``text``) to ``target``; False if it surely cannot arrive (the
         endpoint's process is gone, or its connection closed)."""
         ...
 
-    def answer(self, target: bytes, text: str) -> bool:
+    def answer(self, target: bytes, text: bytes) -> bool:
         """Send an answer (``text``) to ``target``; False as for ``offer``."""
         ...
 
@@ -75,13 +75,13 @@ class LocalRelay:
 
     def offer(
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
-        text: str,
+        text: bytes,
     ) -> bool:  # fmt: skip
         if target[:4] != self.tag:
             return False
         return self.local.deliver_offer(target, offerer, offer_id, peer_id, info_hash, text)
 
-    def answer(self, target: bytes, text: str) -> bool:
+    def answer(self, target: bytes, text: bytes) -> bool:
         if target[:4] != self.tag:
             return False
         return self.local.deliver(target, text)
@@ -157,22 +157,22 @@ class RedisRelay:
 
     def offer(
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
-        text: str,
+        text: bytes,
     ) -> bool:  # fmt: skip
         tag = target[:4]
         if tag == self.tag:
             return self.local.deliver_offer(target, offerer, offer_id, peer_id, info_hash, text)
         payload = b"".join(
-            (_OFFER, target, offerer, peer_id, info_hash, offer_id.encode("latin-1"), text.encode())
+            (_OFFER, target, offerer, peer_id, info_hash, offer_id.encode("latin-1"), text)
         )
         self._send(self._channel(tag), payload, (target, peer_id, info_hash))
         return True
 
-    def answer(self, target: bytes, text: str) -> bool:
+    def answer(self, target: bytes, text: bytes) -> bool:
         tag = target[:4]
         if tag == self.tag:
             return self.local.deliver(target, text)
-        self._send(self._channel(tag), _ANSWER + target + text.encode(), None)
+        self._send(self._channel(tag), _ANSWER + target + text, None)
         return True
 
     def _send(
@@ -236,10 +236,8 @@ class RedisRelay:
                 peer_id = data[17:37]
                 info_hash = data[37:57]
                 offer_id = data[57:77].decode("latin-1")
-                self.local.deliver_offer(
-                    target, offerer, offer_id, peer_id, info_hash, data[77:].decode()
-                )
+                self.local.deliver_offer(target, offerer, offer_id, peer_id, info_hash, data[77:])
             elif kind == _ANSWER:
-                self.local.deliver(target, data[9:].decode())
+                self.local.deliver(target, data[9:])
         except Exception:
             log.exception("WebSocket relay: a relayed message could not be delivered")

@@ -106,6 +106,7 @@ class Connection(asyncio.Protocol):
         "busy",
         "backlog",
         "closing",
+        "out",
     )
 
     def __init__(
@@ -132,8 +133,9 @@ class Connection(asyncio.Protocol):
         self.tokens = float(hub.message_burst)
         self.filled = now
         self.busy = False
-        self.backlog: list[str] | None = None
+        self.backlog: list[bytes] | None = None
         self.closing = False
+        self.out: list[bytes] | None = None  # frames to send at the end of this loop turn
 
     # --- asyncio.Protocol (events come through the HTTP server's connection guard) --------
 
@@ -196,12 +198,7 @@ class Connection(asyncio.Protocol):
                 self.close(frames.CLOSE_POLICY, "too many messages", "flooding")
             return
         self.tokens = tokens - 1
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            hub.stats.drop("not UTF-8")
-            self.close(frames.CLOSE_BAD_DATA, "text must be UTF-8", "broken frame")
-            return
+        text = payload  # UTF-8, checked by the JSON parser (a failure says it is not JSON)
         self.spoke = now
         if self.busy:
             backlog = self.backlog
@@ -214,12 +211,18 @@ class Connection(asyncio.Protocol):
             return
         hub.run(self, text)
 
-    def send(self, text: str) -> bool:
-        """Send one text message; False if the connection is closing (or was just closed for
-        not reading)."""
-        if self.closing:
+    def send(self, text: bytes) -> bool:
+        """Queue one text message (UTF-8) for the end of this loop turn, when every message
+        for this connection goes out in one write; False if the connection is closing."""
+        if self.closing or self.transport is None:
             return False
-        return self._write(frames.encode_text(text))
+        out = self.out
+        if out is None:
+            self.out = [frames.encode_text(text)]
+            self.hub.dirty(self)
+        else:
+            out.append(frames.encode_text(text))
+        return True
 
     def _write(self, frame: bytes) -> bool:
         transport = self.transport
@@ -239,7 +242,10 @@ class Connection(asyncio.Protocol):
         self.hub.stats.close(why)
         transport = self.transport
         if transport is not None:
-            transport.write(frames.encode_close(code, reason))
+            out = self.out
+            self.out = None
+            transport.write(b"".join(out) + frames.encode_close(code, reason) if out else
+                            frames.encode_close(code, reason))  # fmt: skip
             transport.close()
 
 
@@ -262,6 +268,9 @@ class Hub:
         self._serial = 0
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections with frames queued (Connection.send), written by one flush per loop turn.
+        self._dirty: list[Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -375,15 +384,36 @@ class Hub:
             conn.data_received(tail)
         return _Upgraded()
 
+    # --- sending -------------------------------------------------------------------------
+
+    def dirty(self, conn: Connection) -> None:
+        """``conn`` has frames queued: write them at the end of this loop turn (a peer that is
+        sent an answer and five offers in one turn gets one write, one system call)."""
+        if not self._dirty:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+        self._dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            out = conn.out
+            conn.out = None
+            if out and not conn.closing:
+                conn._write(out[0] if len(out) == 1 else b"".join(out))
+
     # --- delivery (johnlocke.websocket.relay.Deliver) --------------------------------------
 
-    def deliver(self, target: bytes, text: str) -> bool:
+    def deliver(self, target: bytes, text: bytes) -> bool:
         conn = self.conns.get(target)
         return conn is not None and conn.send(text)
 
     def deliver_offer(
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
-        text: str,
+        text: bytes,
     ) -> bool:  # fmt: skip
         conn = self.conns.get(target)
         if conn is None or not conn.send(text):
@@ -398,7 +428,7 @@ class Hub:
 
     # --- messages ----------------------------------------------------------------------------
 
-    def run(self, conn: Connection, text: str) -> None:
+    def run(self, conn: Connection, text: bytes) -> None:
         """Handle one message of ``conn`` to the end (see the theory of operation)."""
         coro = self.handle(conn, text)
         try:
@@ -424,7 +454,7 @@ class Hub:
         finally:
             conn.busy = False
 
-    async def handle(self, conn: Connection, text: str) -> None:
+    async def handle(self, conn: Connection, text: bytes) -> None:
         """One message: parse it, apply it, answer it. Never raises."""
         stats = self.stats
         t0 = perf_counter()
