@@ -107,7 +107,7 @@ def test_parse_returns_a_valid_message_or_a_message_error(text, max_offers):
     assert req.numwant == len(msg.offers or ())
     assert len(msg.offers or ()) <= max_offers
     for offer_id, offer in msg.offers or ():
-        assert len(offer_id) == 20 and isinstance(json.loads(offer), dict)
+        assert len(offer_id) == 20 and isinstance(offer, dict)
     if msg.answer is not None:
         assert isinstance(json.loads(msg.answer), dict) and len(msg.to_peer_id) == 20
 

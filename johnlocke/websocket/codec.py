@@ -80,8 +80,9 @@ class MessageError(ClientError):
 class Announce:
     """A parsed ``announce``: the tracker's request, plus what is relayed.
 
-    ``offers`` is a list of ``(offer_id, offer)`` (the offer as JSON bytes), at most the limit
-    the parser was given; ``answer`` is the answer as JSON bytes, with ``to_peer_id`` and
+    ``offers`` is a list of ``(offer_id, offer)`` (the offer object as parsed: it is written
+    out once, inside the message that relays it), at most the limit the parser was given;
+    ``answer`` is the answer as JSON bytes, with ``to_peer_id`` and
     ``offer_id``, or None. ``info_hash_text`` and ``peer_id_text`` are the 20-character forms,
     for replies.
     """
@@ -101,7 +102,7 @@ class Announce:
         request: AnnounceRequest,
         info_hash_text: str,
         peer_id_text: str,
-        offers: list[tuple[str, bytes]] | None = None,
+        offers: list[tuple[str, dict[str, Any]]] | None = None,
         answer: bytes | None = None,
         to_peer_id: bytes | None = None,
         offer_id: str | None = None,
@@ -199,7 +200,7 @@ def _announce(params: dict[str, Any], max_offers: int) -> Announce:
                 "unknown event (started, completed, stopped, paused or none)", "announce", ih_text
             )
     offers_in = params.get("offers")
-    offers: list[tuple[str, bytes]] | None = None
+    offers: list[tuple[str, dict[str, Any]]] | None = None
     if offers_in is not None and code != EVENT_STOPPED:
         if type(offers_in) is not list:
             raise MessageError("offers must be a list", "announce", ih_text)
@@ -212,7 +213,7 @@ def _announce(params: dict[str, Any], max_offers: int) -> Announce:
             offer = item.get("offer")
             if type(offer) is not dict:
                 raise MessageError(f"offers[{i}].offer must be an object", "announce", ih_text)
-            offers.append((offer_id, _dump(offer)))
+            offers.append((offer_id, offer))
     request = AnnounceRequest(
         info_hash,
         peer_id,
@@ -263,14 +264,19 @@ def encode_announce(
     ) % (_dump(info_hash_text), interval, min_interval, complete, incomplete, extra)
 
 
-def encode_offer(info_hash_json: bytes, peer_id_json: bytes, offer_id: str, offer: bytes) -> bytes:
-    """An offer relayed to a peer: from ``peer_id`` (both given as JSON strings)."""
-    return b"".join(
-        (
-            b'{"action":"announce","info_hash":', info_hash_json, b',"peer_id":', peer_id_json,
-            b',"offer_id":', _dump(offer_id), b',"offer":', offer, b"}",
-        )
-    )  # fmt: skip
+def encode_offer(
+    info_hash_text: str, peer_id_text: str, offer_id: str, offer: dict[str, Any]
+) -> bytes:
+    """An offer relayed to a peer, from ``peer_id`` (one JSON encoding of the whole message)."""
+    return _dump(
+        {
+            "action": "announce",
+            "info_hash": info_hash_text,
+            "peer_id": peer_id_text,
+            "offer_id": offer_id,
+            "offer": offer,
+        }
+    )
 
 
 def encode_answer(info_hash_text: str, peer_id_text: str, offer_id: str, answer: bytes) -> bytes:
@@ -296,8 +302,3 @@ def encode_failure(reason: str, action: str | None = None, info_hash: str | None
         doc["info_hash"] = info_hash
     doc["failure reason"] = reason
     return _dump(doc)
-
-
-def json_string(text: str) -> bytes:
-    """A string as a JSON literal (for the parts of relayed messages built once per announce)."""
-    return _dump(text)

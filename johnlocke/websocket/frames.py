@@ -42,6 +42,9 @@ CLOSE_TOO_BIG = 1009
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _U16 = Struct("!H")
 _U64 = Struct("!Q")
+_HEAD2 = Struct("!BB")
+_HEAD4 = Struct("!BBH")
+_HEAD10 = Struct("!BBQ")
 _DATA_OPS = (OP_TEXT, OP_BINARY)
 
 
@@ -82,15 +85,20 @@ def encode(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final frame (servers never mask)."""
     n = len(payload)
     if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
+        return _HEAD2.pack(0x80 | opcode, n) + payload
     if n < 65536:
-        return bytes((0x80 | opcode, 126)) + _U16.pack(n) + payload
-    return bytes((0x80 | opcode, 127)) + _U64.pack(n) + payload
+        return _HEAD4.pack(0x80 | opcode, 126, n) + payload
+    return _HEAD10.pack(0x80 | opcode, 127, n) + payload
 
 
 def encode_text(text: bytes) -> bytes:
-    """A text frame of UTF-8 ``text``."""
-    return encode(OP_TEXT, text)
+    """A text frame of UTF-8 ``text`` (every message the tracker sends)."""
+    n = len(text)
+    if n < 126:
+        return _HEAD2.pack(0x81, n) + text
+    if n < 65536:
+        return _HEAD4.pack(0x81, 126, n) + text
+    return _HEAD10.pack(0x81, 127, n) + text
 
 
 def encode_close(code: int, reason: str = "") -> bytes:

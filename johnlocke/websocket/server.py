@@ -524,13 +524,14 @@ class Hub:
         peers = answer.peer_list
         if not offers or not peers:
             return
-        ih_json = codec.json_string(msg.info_hash_text)
-        pid_json = codec.json_string(msg.peer_id_text)
+        ih_text = msg.info_hash_text
+        pid_text = msg.peer_id_text
+        encode = codec.encode_offer
         relay = self.relay
         stale = None
         sent = 0
         for (offer_id, offer), (target, peer_id) in zip(offers, peers, strict=False):
-            text = codec.encode_offer(ih_json, pid_json, offer_id, offer)
+            text = encode(ih_text, pid_text, offer_id, offer)
             if relay.offer(target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text):
                 sent += 1
             else:
