@@ -89,10 +89,13 @@ if (mode === 'throughput') {
   }
   for (const ws of sockets) ws.send(ws.message)
   await new Promise(resolve => setTimeout(resolve, 2000)) // warm-up
+  // The orchestrator reads the tracker's CPU time at these two lines.
+  console.log(JSON.stringify({ window: 'start' }))
   counting = true
   const t0 = process.hrtime.bigint()
   await new Promise(resolve => setTimeout(resolve, seconds * 1000))
   counting = false
+  console.log(JSON.stringify({ window: 'end' }))
   running = false
   const dt = Number(process.hrtime.bigint() - t0) / 1e9
   console.log(JSON.stringify({ announces, offers_received: offersReceived, seconds: dt, failures, rate: announces / dt }))
