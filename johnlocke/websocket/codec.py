@@ -205,15 +205,22 @@ def _announce(params: dict[str, Any], max_offers: int) -> Announce:
         if type(offers_in) is not list:
             raise MessageError("offers must be a list", "announce", ih_text)
         offers = []
-        for i, item in enumerate(offers_in[:max_offers]):
-            if type(item) is not dict:
-                raise MessageError(f"offers[{i}] must be an object", "announce", ih_text)
-            offer_id = item.get("offer_id")
-            binary(offer_id, f"offers[{i}].offer_id", "announce", ih_text)
-            offer = item.get("offer")
-            if type(offer) is not dict:
-                raise MessageError(f"offers[{i}].offer must be an object", "announce", ih_text)
-            offers.append((offer_id, offer))
+        append = offers.append
+        for item in offers_in[:max_offers]:
+            # Checked inline (this runs for every offer): an object with a 20-character
+            # latin-1 offer_id and an offer object; anything else names the offer.
+            if type(item) is dict:
+                offer_id = item.get("offer_id")
+                offer = item.get("offer")
+                if type(offer) is dict and type(offer_id) is str and len(offer_id) == 20:
+                    try:
+                        offer_id.encode("latin-1")
+                    except UnicodeEncodeError:
+                        pass
+                    else:
+                        append((offer_id, offer))
+                        continue
+            _bad_offer(len(offers), item, ih_text)
     request = AnnounceRequest(
         info_hash,
         peer_id,
@@ -227,6 +234,14 @@ def _announce(params: dict[str, Any], max_offers: int) -> Announce:
         len(offers) if offers else 0,
     )
     return Announce(request, ih_text, peer_id_text, offers)
+
+
+def _bad_offer(i: int, item: Any, info_hash: str) -> None:
+    """Raise the MessageError that says what is wrong with ``offers[i]``."""
+    if type(item) is not dict:
+        raise MessageError(f"offers[{i}] must be an object", "announce", info_hash)
+    binary(item.get("offer_id"), f"offers[{i}].offer_id", "announce", info_hash)
+    raise MessageError(f"offers[{i}].offer must be an object", "announce", info_hash)
 
 
 def _scrape(params: dict[str, Any]) -> Scrape:

@@ -271,6 +271,9 @@ class Hub:
         # Connections with frames queued (Connection.send), written by one flush per loop turn.
         self._dirty: list[Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The hub's clock for pending offers: set by each announce that relays offers and by
+        # each sweep (so at most a second old for offers that come through the relay).
+        self._now = monotonic()
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -416,14 +419,21 @@ class Hub:
         text: bytes,
     ) -> bool:  # fmt: skip
         conn = self.conns.get(target)
-        if conn is None or not conn.send(text):
+        if conn is None or conn.closing or conn.transport is None:
             return False
+        # Connection.send, inlined: this runs for every offer relayed.
+        out = conn.out
+        if out is None:
+            conn.out = [frames.encode_text(text)]
+            self.dirty(conn)
+        else:
+            out.append(frames.encode_text(text))
         pending = conn.pending
         if pending is None:
             pending = conn.pending = {}
         elif len(pending) >= _MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[offer_id] = (offerer, peer_id, info_hash, monotonic())
+        pending[offer_id] = (offerer, peer_id, info_hash, self._now)
         return True
 
     # --- messages ----------------------------------------------------------------------------
@@ -528,11 +538,20 @@ class Hub:
         pid_text = msg.peer_id_text
         encode = codec.encode_offer
         relay = self.relay
+        tag = relay.tag
+        local = self.deliver_offer  # this process's sockets: no relay in between
+        self._now = monotonic()
         stale = None
         sent = 0
         for (offer_id, offer), (target, peer_id) in zip(offers, peers, strict=False):
             text = encode(ih_text, pid_text, offer_id, offer)
-            if relay.offer(target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text):
+            if target[:4] == tag:
+                delivered = local(target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text)
+            else:
+                delivered = relay.offer(
+                    target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text
+                )
+            if delivered:
                 sent += 1
             else:
                 if stale is None:
@@ -613,6 +632,7 @@ class Hub:
 
     async def sweep(self) -> None:
         """Ping the quiet, close the dead and the idle, forget stale pending offers."""
+        self._now = monotonic()
         conns = list(self.conns.values())
         for i in range(0, len(conns), _SWEEP_SLICE):
             if i:
