@@ -51,26 +51,27 @@ function announce (ws, offers, event) {
   ws.send(JSON.stringify(doc))
 }
 
+// Each socket announces as soon as it is open, as a browser does (the tracker closes a socket
+// that says nothing for a while); resolves once every socket has its answer.
 async function openAll () {
   const sockets = []
   const batch = 200
   for (let i = 0; i < conns; i += batch) {
-    const opened = await Promise.all(Array.from({ length: Math.min(batch, conns - i) }, (_, k) => open(i + k)))
+    const opened = await Promise.all(Array.from({ length: Math.min(batch, conns - i) }, async (_, k) => {
+      const ws = await open(i + k)
+      await new Promise(resolve => {
+        ws.once('message', () => resolve())
+        announce(ws, 0, 'started')
+      })
+      return ws
+    }))
     sockets.push(...opened)
   }
   return sockets
 }
 
-async function joinAll (sockets) {
-  await Promise.all(sockets.map(ws => new Promise(resolve => {
-    ws.once('message', () => resolve())
-    announce(ws, 0, 'started')
-  })))
-}
-
 if (mode === 'throughput') {
   const sockets = await openAll()
-  await joinAll(sockets)
   let announces = 0; let offersReceived = 0; let failures = 0; let counting = false; let running = true
   // Each socket sends the same announce over and over (fresh offer ids would only cost the
   // generator time), serialised once; what comes back is told apart without parsing it.
@@ -103,7 +104,6 @@ if (mode === 'throughput') {
   process.exit(0)
 } else if (mode === 'idle') {
   const sockets = await openAll()
-  await joinAll(sockets)
   let lost = 0
   for (const ws of sockets) ws.on('close', () => { lost++ })
   console.log(JSON.stringify({ ready: sockets.length }))
