@@ -6,6 +6,7 @@ Nothing here talks to anything but 127.0.0.0/8. Every subprocess is started thro
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -223,6 +224,86 @@ def cores_ok() -> bool:
     return (os.cpu_count() or 1) >= 2
 
 
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options every throughput benchmark takes: rounds and their length, the workload,
+    installing, waiting for a quiet machine, keeping the work directory."""
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
+    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
+    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    p.add_argument("--swarms", type=int, default=1000, help="swarms (default 1000)")
+    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
+    p.add_argument("--numwant", type=int, default=50)
+    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the CPUs idle",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+
+
+def finish_run_args(
+    p: argparse.ArgumentParser, a: argparse.Namespace, servers: Sequence[str]
+) -> argparse.Namespace:
+    """Defaults that depend on --quick, the --servers list checked against ``servers``."""
+    a.duration = a.duration or (3.0 if a.quick else 7.0)
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    for s in a.servers:
+        if s not in servers:
+            p.error(f"unknown server {s!r}")
+    if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
+        p.error("--rounds must be 1..20 and --duration 1..300")
+    return a
+
+
+def cores(load: str = "the load generator and this script") -> tuple[int | None, int | None, str]:
+    """(tracker core, load core, a line saying so); nothing is pinned with fewer than 2 cores."""
+    if cores_ok():
+        return (
+            TRACKER_CORE,
+            LOAD_CORE,
+            f"servers on core {TRACKER_CORE}, {load} on core {LOAD_CORE}",
+        )
+    return None, None, "NOT pinned: fewer than 2 cores, figures are not comparable to a 2-core run"
+
+
+def busy_before(seconds: float = 2.0) -> tuple[float, list[tuple[float, int, str]], str]:
+    """Other processes' load before a run: (share of a core, the top ones, a warning or "");
+    the warning is printed."""
+    other, top = other_load(seconds)
+    note = ""
+    if other > 0.1:
+        note = (
+            f"other processes used {other:.0%} of a core in a {seconds:g} s check before the run "
+            f"({', '.join(f'{name} {share:.0%}' for share, _pid, name in top[:4])}): "
+            "figures will be noisy; see the 'other' column"
+        )
+        log(f"WARNING: {note}")
+    return other, top, note
+
+
+def write_results(prefix: str, stamp: str, doc: dict) -> Path:
+    """``results/PREFIX-STAMP.json``; returns its path."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{prefix}-{stamp}.json"
+    out.write_text(json.dumps(doc, indent=1, default=str))
+    return out
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s code; Ctrl-C says that every process started has been stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process this script started has been stopped", flush=True)
+        sys.exit(130)
+
+
 def pin_self(core: int | None) -> None:
     if core is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
@@ -319,6 +400,52 @@ def machine_busy_seconds() -> float:
     return (v[0] + v[1] + v[2] + v[7]) / _CLK
 
 
+def _rusage_seconds(who: int) -> float:
+    import resource
+
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """The CPU used during one measurement: by the server under test, by the load generator
+    (this script's children), and by everything that is neither ours (``our_pids``, this
+    script) nor the load generator's: other processes on the machine. ``stop()`` returns them
+    in % of one core: ``server_cpu_pct``, ``load_cpu_pct``, ``other_cpu_pct``."""
+
+    def __init__(self, server_pid: int | None, our_pids: Sequence[int] = ()) -> None:
+        import resource
+
+        self.server_pid = server_pid
+        self.our_pids = list(our_pids)
+        self.children0 = _rusage_seconds(resource.RUSAGE_CHILDREN)
+        self.self0 = _rusage_seconds(resource.RUSAGE_SELF)
+        self.busy0 = machine_busy_seconds()
+        self.ours0 = sum(cpu_seconds(p) or 0.0 for p in self.our_pids)
+        self.server0 = cpu_seconds(server_pid) if server_pid else None
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, float | None]:
+        import resource
+
+        wall = time.perf_counter() - self.t0
+        server1 = cpu_seconds(self.server_pid) if self.server_pid else None
+        ours = sum(cpu_seconds(p) or 0.0 for p in self.our_pids) - self.ours0
+        busy = machine_busy_seconds() - self.busy0
+        load = _rusage_seconds(resource.RUSAGE_CHILDREN) - self.children0
+        mine = _rusage_seconds(resource.RUSAGE_SELF) - self.self0
+        if not wall:
+            return {"server_cpu_pct": None, "load_cpu_pct": None, "other_cpu_pct": None}
+        server = None
+        if self.server0 is not None and server1 is not None:
+            server = round(100 * (server1 - self.server0) / wall, 1)
+        return {
+            "server_cpu_pct": server,
+            "load_cpu_pct": round(100 * load / wall, 1),
+            "other_cpu_pct": round(max(0.0, 100 * (busy - ours - load - mine) / wall), 1),
+        }
+
+
 def _all_cpu() -> dict[int, tuple[float, str]]:
     out = {}
     for entry in os.listdir("/proc"):
@@ -373,8 +500,8 @@ def wait_quiet(limit: float, threshold: float = 0.1) -> bool:
         time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
@@ -562,13 +689,18 @@ def johnlocke_server(
     event_loop: str = "asyncio",
     core: int | None = TRACKER_CORE,
     extra_toml: str = "",
+    udp_port: int | None = None,
 ) -> Server:
+    """JohnLocke on a free HTTP port; its UDP tracker on ``udp_port``, or off when None (so that
+    HTTP benchmarks measure the same daemon as before it had one)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
+    udp = "enabled = false" if udp_port is None else f"port = {udp_port}"
     config.write_text(
         "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
         f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n'
+        f"[udp]\n{udp}\n"
         # Each server its own snapshot file: two daemons may not share one (the lock).
         f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
     )
@@ -608,15 +740,20 @@ def bare_server(
 
 
 def opentracker_server(
-    workdir: Path, info_hashes: Sequence[bytes], core: int | None = TRACKER_CORE
+    workdir: Path,
+    info_hashes: Sequence[bytes],
+    core: int | None = TRACKER_CORE,
+    udp_port: int | None = None,
 ) -> Server:
-    """Debian's opentracker: whitelist-only, chroots to its rootdir, refuses to run as root."""
+    """Debian's opentracker: whitelist-only, chroots to its rootdir, refuses to run as root.
+    With ``udp_port`` it serves UDP there too."""
     port = free_port()
     root = workdir / "opentracker-root"
     root.mkdir(parents=True, exist_ok=True)
     (root / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in info_hashes))
     lines = [
         f"listen.tcp {HOST}:{port}",
+        *([f"listen.udp {HOST}:{udp_port}"] if udp_port is not None else []),
         # The whitelist is read after the chroot, so its path is relative to tracker.rootdir.
         "access.whitelist /whitelist.txt",
         f"tracker.rootdir {root}",
@@ -651,13 +788,16 @@ def bittorrent_tracker_server(
     note: str,
     peers_cache: int = 1000,
     core: int | None = TRACKER_CORE,
+    udp: bool = False,
 ) -> Server:
-    port = free_port()
+    """The npm bittorrent-tracker over HTTP, or with ``udp`` over UDP only (on a free UDP port,
+    given as the server's ``port``)."""
+    port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     argv = pinned(
         [
             "node",
             str(npm_dir / "server.mjs"),
-            "--port",
+            "--udp" if udp else "--port",
             str(port),
             "--host",
             HOST,

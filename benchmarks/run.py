@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -51,14 +50,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="JohnLocke vs reference trackers: throughput, latency, RSS, in one run."
     )
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
-    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    bl.add_run_args(p)
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
-    p.add_argument("--swarms", type=int, default=1000, help="swarms (default 1000)")
-    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
-    p.add_argument("--numwant", type=int, default=50)
     p.add_argument(
         "--servers",
         default=",".join(ALL_SERVERS),
@@ -67,7 +61,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help=f"subset of: {', '.join(SCENARIOS)}"
     )
-    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
     p.add_argument(
         "--retry-noisy",
         type=int,
@@ -75,27 +68,11 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="measure again (up to N times) when other processes used > 25%% of a core",
     )
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to leave the CPUs idle",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
-    a = p.parse_args()
-    a.duration = a.duration or (3.0 if a.quick else 7.0)
-    a.rounds = a.rounds or (1 if a.quick else 3)
-    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    for s in a.servers:
-        if s not in ALL_SERVERS:
-            p.error(f"unknown server {s!r}")
     for s in a.scenarios:
         if s not in SCENARIOS:
             p.error(f"unknown scenario {s!r}")
-    if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
-        p.error("--rounds must be 1..20 and --duration 1..300")
     return a
 
 
@@ -285,12 +262,7 @@ def run_wrk(
         str(min_bytes),
         str(args.threads),
     ]
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before_self = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = bl.machine_busy_seconds()
-    ours0 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
-    srv_cpu0 = bl.cpu_seconds(srv.pid)
-    t0 = time.perf_counter()
+    meter = bl.CpuMeter(srv.pid, our_pids)
     try:
         proc = subprocess.run(
             bl.pinned(argv, load_core),
@@ -302,12 +274,7 @@ def run_wrk(
         stdout, stderr = proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         stdout, stderr = str(exc.stdout or ""), "wrk timed out"
-    wall = time.perf_counter() - t0
-    srv_cpu1 = bl.cpu_seconds(srv.pid)
-    ours1 = sum(bl.cpu_seconds(p) or 0.0 for p in our_pids)
-    busy1 = bl.machine_busy_seconds()
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after_self = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = meter.stop()
     with open(log_path, "a") as f:
         f.write(f"==== {srv.name} {kind} keepalive={keepalive}\n{stdout}\n{stderr}\n")
     result: dict = {"ok": False}
@@ -323,18 +290,11 @@ def run_wrk(
     result["sock_errors"] = sum(
         result[k] for k in ("err_connect", "err_read", "err_write", "err_timeout")
     )
-    wrk_cpu = (after_children.ru_utime + after_children.ru_stime) - (
-        before_children.ru_utime + before_children.ru_stime
-    )
-    result["wrk_cpu_pct"] = round(100 * wrk_cpu / wall, 1) if wall else None
+    result["wrk_cpu_pct"] = cpu["load_cpu_pct"]
     # CPU that neither wrk, this script nor our servers used: other processes on the machine.
-    self_cpu = (after_self.ru_utime + after_self.ru_stime) - (
-        before_self.ru_utime + before_self.ru_stime
-    )
-    other = (busy1 - busy0) - (ours1 - ours0) - wrk_cpu - self_cpu
-    result["other_cpu_pct"] = round(max(0.0, 100 * other / wall), 1) if wall else None
-    if srv_cpu0 is not None and srv_cpu1 is not None and secs:
-        result["server_cpu_pct"] = round(100 * (srv_cpu1 - srv_cpu0) / wall, 1)
+    result["other_cpu_pct"] = cpu["other_cpu_pct"]
+    if secs:
+        result["server_cpu_pct"] = cpu["server_cpu_pct"]
     result["hwm_kib"] = srv.hwm_kib()
     return result
 
@@ -602,12 +562,7 @@ def git_describe() -> str:
 def main() -> int:
     args = parse_args()
     t_start = time.monotonic()
-    if bl.cores_ok():
-        tracker_core, load_core = bl.TRACKER_CORE, bl.LOAD_CORE
-        pinning = f"servers on core {tracker_core}, wrk and this script on core {load_core}"
-    else:
-        tracker_core = load_core = None
-        pinning = "NOT pinned: fewer than 2 cores, figures are not comparable to a 2-core run"
+    tracker_core, load_core, pinning = bl.cores("wrk and this script")
     bl.pin_self(load_core)
     try:
         import bencodepy  # noqa: F401
@@ -637,15 +592,7 @@ def main() -> int:
 
     if args.wait_quiet:
         bl.wait_quiet(args.wait_quiet)
-    other, top = bl.other_load(2.0)
-    busy_note = ""
-    if other > 0.1:
-        busy_note = (
-            f"other processes used {other:.0%} of a core in a 2 s check before the run "
-            f"({', '.join(f'{name} {share:.0%}' for share, _pid, name in top[:4])}): "
-            "figures will be noisy; see the 'other' column"
-        )
-        print(f"WARNING: {busy_note}")
+    other, top, busy_note = bl.busy_before(2.0)
     servers, skipped = build_servers(args, wl, workdir, tracker_core)
     results: dict = {sc: {} for sc in args.scenarios}
     checks: dict = {}
@@ -807,8 +754,6 @@ def main() -> int:
     rows = compute_ratios(results)
     print_ratios(rows)
 
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    out = bl.RESULTS / f"run-{stamp}.json"
     doc = {
         "date": stamp,
         "johnlocke_commit": git_describe(),
@@ -824,14 +769,10 @@ def main() -> int:
         "ratios": rows,
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
-    out.write_text(json.dumps(doc, indent=1, default=str))
+    out = bl.write_results("run", stamp, doc)
     print(f"\nJSON: {out}   (elapsed {doc['elapsed_s']} s)")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this script started has been stopped", flush=True)
-        sys.exit(130)
+    bl.run_main(main)

@@ -3,6 +3,7 @@
     python benchmarks/soak.py                  # 60 s
     python benchmarks/soak.py --minutes 10     # the real run
     python benchmarks/soak.py --seconds 30 --workers 16 --loop uvloop
+    python benchmarks/soak.py --udp --minutes 10   # the same over UDP (BEP 15)
 
 Starts ``python -m johnlocke`` on 127.0.0.1 (a free port, a temporary directory with its config,
 log and snapshot; snapshots every 20 s and sweeps every 10 s, so both run under load), then:
@@ -17,6 +18,14 @@ log and snapshot; snapshots every 20 s and sweeps every 10 s, so both run under 
    clients that hold connections open: slowloris (a byte every half second, never finishing),
    idle connections that send nothing, pipelines of requests whose answers are never read;
 3. SIGTERM, and the daemon must exit 0 after its final snapshot.
+
+With ``--udp`` the traffic is UDP: every worker is a client socket that connects, reuses its
+connection id (connecting again every 50 s, as clients do) and sends the same announces and
+scrapes as datagrams; ``--malformed`` of them are garbage instead: random bytes, datagrams cut
+short or too long, connects without the magic number, announces with a forged connection id,
+truncated BEP 41 options, bad events and ports, scrapes of a wrong length, unknown actions.
+Valid requests must all be answered (no error packets, none lost); garbage must be dropped or
+refused with an error packet, never answered as a request.
 
 Reported: answers/s, latency of valid requests, 5xx count (must be 0), failure answers (valid
 requests must get none; hostile ones get a bencoded failure or a 4xx), what happened to every
@@ -41,7 +50,9 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -94,6 +105,7 @@ snapshot_interval = {args.snapshot_interval or 1}
             cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env
         )
         self.port = 0
+        self.udp_port = 0
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -101,6 +113,8 @@ snapshot_interval = {args.snapshot_interval or 1}
             m = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log_text())
             if m:
                 self.port = int(m.group(1))
+                udp = re.search(r"udp://127\.0\.0\.1:(\d+)", self.log_text())
+                self.udp_port = int(udp.group(1)) if udp else 0
                 return
             if self.proc.poll() is not None:
                 break
@@ -212,6 +226,7 @@ class Universe:
                 ip = (
                     f"2001:db8::{s:x}:{p:x}" if rng.random() < 0.1 else f"10.{s >> 8}.{s & 255}.{p}"
                 )
+                port, key = rng.randrange(1024, 65535), rng.getrandbits(32)
                 self.peers.append(
                     {
                         "prefix": (
@@ -219,15 +234,17 @@ class Universe:
                             + quote_from_bytes(self.hashes[s]).encode()
                             + b"&peer_id="
                             + quote_from_bytes(pid).encode()
-                            + b"&port=%d&ip=%s&key=%08x&compact=1"
-                            % (rng.randrange(1024, 65535), ip.encode(), rng.getrandbits(32))
+                            + b"&port=%d&ip=%s&key=%08x&compact=1" % (port, ip.encode(), key)
                         ),
                         "left": rng.choice([0, 0, 1000, 5000, 100000]),
                         "stopped": False,
+                        # The same peer over UDP (an IPv6 ip= has no UDP field: left out).
+                        "udp": (self.hashes[s], pid, port, key, ip if ":" not in ip else ""),
                     }
                 )
 
-    def announce_target(self, peer: dict, rng: random.Random, first: bool = False) -> bytes:
+    @staticmethod
+    def announce_target(peer: dict, rng: random.Random, first: bool = False) -> bytes:
         event = b""
         if first or peer["stopped"]:
             event, peer["stopped"] = b"&event=started", False
@@ -432,11 +449,201 @@ async def warm_up(u: Universe, port: int, workers: int) -> float:
     return time.monotonic() - t0
 
 
+# --- UDP (BEP 15) -------------------------------------------------------------------------------
+
+UDP_EVENTS = {b"": 0, b"&event=completed": 1, b"&event=started": 2, b"&event=stopped": 3}
+RECONNECT_EVERY = 50.0  # seconds, as clients reuse a connection id for about a minute
+
+
+def udp_announce(
+    cid: bytes, txid: int, peer: dict, rng: random.Random, first: bool = False
+) -> bytes:
+    """The peer's next announce (the same state machine as over HTTP) as a datagram."""
+    target = Universe.announce_target(peer, rng, first)
+    event = UDP_EVENTS[target[target.rfind(b"&event=") :] if b"&event=" in target else b""]
+    numwant = int(re.search(rb"&numwant=(\d+)", target).group(1))  # type: ignore[union-attr]
+    info_hash, pid, port, key, ip = peer["udp"]
+    return (
+        cid
+        + struct.pack(">II", 1, txid)
+        + info_hash
+        + pid
+        + struct.pack(">qqqI", 0, peer["left"], 0, event)
+        + (socket.inet_aton(ip) if ip else bytes(4))
+        + struct.pack(">IiH", key, numwant, port)
+        + b"\x02\x09/announce"
+    )
+
+
+def udp_scrape(cid: bytes, txid: int, u: Universe, rng: random.Random) -> bytes:
+    return cid + struct.pack(">II", 2, txid) + b"".join(rng.sample(u.hashes, rng.randint(1, 5)))
+
+
+def udp_garbage(cid: bytes, txid: int, u: Universe, rng: random.Random) -> tuple[str, bytes]:
+    """(kind, datagram): something a tracker must drop or refuse, never serve."""
+    valid = udp_announce(cid, txid, rng.choice(u.peers), random.Random(rng.random()))
+    kind = rng.choice(
+        [
+            "random_bytes",
+            "too_short",
+            "too_long",
+            "bad_magic",
+            "forged_id",
+            "truncated_options",
+            "bad_event",
+            "bad_port",
+            "bad_scrape_length",
+            "unknown_action",
+            "short_announce",
+        ]
+    )
+    data = {
+        "random_bytes": rng.randbytes(rng.randint(16, 300)),
+        "too_short": rng.randbytes(rng.randint(0, 15)),
+        "too_long": valid + rng.randbytes(3000),
+        "bad_magic": rng.randbytes(8) + struct.pack(">II", 0, txid),
+        "forged_id": rng.randbytes(8) + valid[8:],
+        "truncated_options": valid[:98] + b"\x02\x40/announce",
+        "bad_event": valid[:80] + struct.pack(">I", rng.randint(4, 2**32 - 1)) + valid[84:],
+        "bad_port": valid[:96] + b"\0\0" + valid[98:],
+        "bad_scrape_length": cid + struct.pack(">II", 2, txid) + rng.randbytes(rng.randint(1, 19)),
+        "unknown_action": cid + struct.pack(">II", rng.randint(4, 2**32 - 1), txid),
+        "short_announce": valid[: rng.randint(16, 97)],
+    }[kind]
+    return kind, data
+
+
+class UdpSocket:
+    """One client socket on the event loop, with its connection id."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.connect((HOST, port))
+        self.loop = asyncio.get_running_loop()
+        self.cid = b""
+        self.connected_at = 0.0
+        self.txid = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def next_txid(self) -> int:
+        self.txid = (self.txid + 1) & 0xFFFFFFFF
+        return self.txid
+
+    async def exchange(self, data: bytes, timeout: float = 2.0) -> bytes | None:
+        """Send and wait for the answer with this transaction id (None: none came)."""
+        self.sock.send(data)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                answer = await asyncio.wait_for(self.loop.sock_recv(self.sock, 65536), left)
+            except TimeoutError:
+                return None
+            if answer[4:8] == data[12:16]:
+                return answer
+
+    async def ensure_connected(self) -> None:
+        if self.cid and time.monotonic() - self.connected_at < RECONNECT_EVERY:
+            return
+        magic = (0x41727101980).to_bytes(8, "big")
+        for _ in range(5):
+            answer = await self.exchange(magic + struct.pack(">II", 0, self.next_txid()))
+            if answer is not None and answer[:4] == b"\0\0\0\0" and len(answer) == 16:
+                self.cid, self.connected_at = answer[8:16], time.monotonic()
+                return
+        raise RuntimeError("the tracker does not answer UDP connects")
+
+
+def udp_outcome(answer: bytes | None, action: int) -> str:
+    if answer is None:
+        return "no_answer"
+    kind = struct.unpack_from(">I", answer)[0]
+    if kind == 3:
+        return "failure"
+    if kind != action:
+        return f"wrong_action_{kind}"
+    if action == 1 and (len(answer) - 20) % 6:
+        return "malformed"
+    return "ok"
+
+
+async def udp_worker(
+    u: Universe, port: int, stats: Stats, deadline: float, rate: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    client = UdpSocket(port)
+    try:
+        while time.monotonic() < deadline:
+            await client.ensure_connected()
+            txid = client.next_txid()
+            if rng.random() < rate:
+                kind, data = udp_garbage(client.cid, txid, u, rng)
+                client.sock.send(data)
+                # Garbage gets no answer, or an error packet; never an announce or scrape.
+                try:
+                    answer = await asyncio.wait_for(client.loop.sock_recv(client.sock, 65536), 0.2)
+                except TimeoutError:
+                    answer = None
+                if answer is None:
+                    outcome = "dropped"
+                elif answer[:4] == b"\0\0\0\x03":
+                    outcome = "refused"  # an error packet
+                else:
+                    outcome = "served"  # answered as a request: must never happen
+                stats.hostile_outcome(kind, outcome)
+                continue
+            if rng.random() < 0.1:
+                data, action = udp_scrape(client.cid, txid, u, rng), 2
+            else:
+                data, action = udp_announce(client.cid, txid, rng.choice(u.peers), rng), 1
+            t0 = time.perf_counter()
+            answer = await client.exchange(data)
+            outcome = udp_outcome(answer, action)
+            stats.valid[outcome] += 1
+            if outcome == "ok":
+                stats.latencies.append(time.perf_counter() - t0)
+                stats.answers += 1
+            elif stats.valid[outcome] <= 5:
+                print(f"  unexpected {outcome} for a valid request: {answer!r:.120}", flush=True)
+    finally:
+        client.close()
+
+
+async def udp_warm_up(u: Universe, port: int, workers: int) -> float:
+    t0 = time.monotonic()
+    rng = random.Random(0)
+    queue = list(range(len(u.peers)))
+
+    async def one() -> None:
+        client = UdpSocket(port)
+        try:
+            while queue:
+                await client.ensure_connected()
+                peer = u.peers[queue.pop()]
+                answer = await client.exchange(
+                    udp_announce(client.cid, client.next_txid(), peer, rng, True)
+                )
+                assert udp_outcome(answer, 1) == "ok", answer
+        finally:
+            client.close()
+
+    await asyncio.gather(*(one() for _ in range(workers)))
+    return time.monotonic() - t0
+
+
 async def soak(args: argparse.Namespace, daemon: Daemon) -> dict:
     rng = random.Random(args.seed)
     u = Universe(args.swarms, args.peers, rng)
     rss_start = daemon.rss_mb()
-    warm = await warm_up(u, daemon.port, args.workers)
+    if args.udp:
+        warm = await udp_warm_up(u, daemon.udp_port, args.workers)
+    else:
+        warm = await warm_up(u, daemon.port, args.workers)
     rss_warm = daemon.rss_mb()
     print(
         f"warm-up: {len(u.peers)} peers in {args.swarms} swarms announced in {warm:.1f} s;"
@@ -471,14 +678,19 @@ async def soak(args: argparse.Namespace, daemon: Daemon) -> dict:
                 )
 
     sampler = asyncio.ensure_future(sample_rss())
-    await asyncio.gather(
-        *(
+    if args.udp:
+        workers = [
+            udp_worker(u, daemon.udp_port, stats, deadline, args.malformed, args.seed * 1000 + i)
+            for i in range(args.workers)
+        ]
+    else:
+        workers = [
             worker(
                 u, daemon.port, stats, deadline, args.malformed, args.seed * 1000 + i, slow, tasks
             )
             for i in range(args.workers)
-        )
-    )
+        ]
+    await asyncio.gather(*workers)
     await sampler
     elapsed = time.monotonic() - t0
     if tasks:
@@ -549,6 +761,7 @@ def main() -> int:
         "--snapshot-interval", type=int, default=20, help="the daemon's (default 20; 0: off)"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--udp", action="store_true", help="UDP traffic (BEP 15) instead of HTTP")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory (config, log)")
     args = p.parse_args()
@@ -586,6 +799,8 @@ def main() -> int:
         and code == 0
         and flat
         and result["valid"].get("failure", 0) == 0
+        and (not args.udp or sum(result["valid"].values()) == result["valid"].get("ok", 0))
+        and not any("served" in outcomes for outcomes in result["hostile"].values())
     )
     print(
         f"RESULT 5xx={result['five_xx']} failures(valid)={result['valid'].get('failure', 0)}"

@@ -9,6 +9,7 @@ key and addresses are ``bytes`` throughout.
 from __future__ import annotations
 
 from ipaddress import ip_address
+from urllib.parse import unquote_to_bytes
 
 from johnlocke.errors import ClientError
 
@@ -140,3 +141,78 @@ def parse_ip(text: bytes) -> bytes:
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.packed
+
+
+# --- tracker URLs --------------------------------------------------------------------------
+# The one rule that finds the endpoint and the passkey in a tracker URL's path: HTTP's request
+# target, UDP's BEP 41 URL data and the WebSocket's upgrade request all use it, and so does the
+# log masking (``johnlocke.logs``), so whatever form a key arrived in is found and hidden alike.
+
+ANNOUNCE = b"announce"
+SCRAPE = b"scrape"
+_ENDPOINTS = (ANNOUNCE, SCRAPE)
+
+
+def parse_target(target: bytes) -> tuple[bytes | None, bytes | None, bytes]:
+    """A request target (or BEP 41 URL data) to ``(endpoint, passkey, query)``.
+
+    ``endpoint`` is ``ANNOUNCE``, ``SCRAPE`` or None (not a tracker URL); ``passkey`` is the
+    percent-decoded key from the path (``/announce/KEY``, ``/KEY/announce`` and the same for
+    scrape), or None; ``query`` is the raw query. The path is read as ``target_path`` reads it.
+    """
+    path, _, query = target.partition(b"?")
+    if path == b"/announce" or path == b"/scrape":  # nearly every request: nothing to resolve
+        return path[1:], None, query
+    endpoint, key_at, segments = target_path(path)
+    if key_at < 0:
+        return endpoint, None, query
+    return endpoint, _unescape_segment(segments[key_at]), query
+
+
+def target_path(path: bytes) -> tuple[bytes | None, int, list[bytes]]:
+    """A request path as the tracker reads it: ``(endpoint, key_at, segments)``.
+
+    ``segments`` are the path's segments as sent (escapes kept) once resolved: an absolute-form
+    target (``http://host:port/path``) is reduced to its path, empty segments (``//``) and ``.``
+    are dropped and ``..`` removes the segment before it (RFC 3986, 5.2.4), after
+    percent-decoding for the test (``%2e%2e``). ``key_at`` is the index of the passkey's segment,
+    -1 if there is none. Everything that looks for or hides a passkey goes through here.
+    """
+    path = path.partition(b"#")[0]
+    if path[:1] != b"/":
+        scheme, sep, rest = path.partition(b"://")
+        path = b"/" + rest.partition(b"/")[2] if sep and scheme.isalpha() else b""
+    segments: list[bytes] = []
+    for raw in path.split(b"/"):
+        seg = _unescape_segment(raw) if b"%" in raw else raw
+        if seg == b"..":
+            if segments:
+                segments.pop()
+        elif seg and seg != b".":
+            segments.append(raw)
+    names = [_unescape_segment(s) if b"%" in s else s for s in segments[:2]]
+    if len(segments) == 1 and names[0] in _ENDPOINTS:
+        return names[0], -1, segments
+    if len(segments) == 2:
+        if names[0] in _ENDPOINTS:
+            return names[0], 1, segments
+        if names[1] in _ENDPOINTS:
+            return names[1], 0, segments
+    return None, -1, segments
+
+
+def _unescape_segment(raw: bytes) -> bytes:
+    # A malformed escape is left as it is: a path is not a query, and a bad key fails anyway.
+    return unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def target_passkey(target: bytes) -> bytes | None:
+    """The passkey a tracker URL carries: in its path (which wins), or as ``?passkey=``."""
+    _, key, query = parse_target(target)
+    if key is not None or b"passkey=" not in query:
+        return key
+    for piece in query.split(b"&"):
+        name, _, value = piece.partition(b"=")
+        if name == b"passkey":
+            key = _unescape_segment(value)  # the last one wins, as in an HTTP query
+    return key

@@ -112,6 +112,8 @@ async def _reload(settings: Settings, current: Config, services: list[Service]) 
     tls = {"tls_cert": "", "tls_key": ""} if current.http.tls_cert and new.http.tls_cert else {}
     if new.http.model_copy(update=tls) != current.http.model_copy(update=tls):
         log.warning("[http] changes take effect only after a restart")
+    if new.udp != current.udp:
+        log.warning("[udp] changes take effect only after a restart")
     if new.stats.page != current.stats.page:
         log.warning("[stats] page changes take effect only after a restart")
     if new.store.model_copy(update={"pool": current.store.pool}) != current.store:
@@ -127,12 +129,15 @@ async def _reload(settings: Settings, current: Config, services: list[Service]) 
     return new
 
 
-def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[str, object]]:
+def _summary(
+    config: Config, addrs: list[tuple[str, int]], udp_addrs: Sequence[tuple[str, int]] = ()
+) -> tuple[str, dict[str, object]]:
     """The start-up line: where it listens and the settings that shape what clients get."""
     from johnlocke.stats import Access
 
     scheme = "https://" if config.http.tls_cert else ""
     listen = [f"{scheme}[{h}]:{p}" if ":" in h else f"{scheme}{h}:{p}" for h, p in addrs]
+    listen_udp = [f"udp://[{h}]:{p}" if ":" in h else f"udp://{h}:{p}" for h, p in udp_addrs]
     access = getattr(config, "access", None)
     mode = getattr(access, "mode", "open")
     s = config.stats
@@ -140,6 +145,7 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
     page = f"page {s.page}" if s.page else "no page"
     fields: dict[str, object] = {
         "listen": listen,
+        "listen_udp": listen_udp,
         "mode": mode,
         "strategy": config.strategy.name,
         "interval": config.announce.interval,
@@ -150,7 +156,8 @@ def _summary(config: Config, addrs: list[tuple[str, int]]) -> tuple[str, dict[st
         "build": compiled.BUILD,
     }
     text = (
-        f"johnlocke {__version__} listening on {', '.join(listen)} (strategy"
+        f"johnlocke {__version__} listening on {', '.join(listen)}"
+        f"{' and ' + ', '.join(listen_udp) if listen_udp else ''} (strategy"
         f" {config.strategy.name}, mode {mode}, interval {config.announce.interval} s);"
         f" /stats, /metrics and {page} for {who}; access log"
         f" {'on' if config.log.access_log else 'off'}; {compiled.describe()}"
@@ -167,6 +174,7 @@ async def _serve(config: Config, settings: Settings) -> None:
     from johnlocke.store import Store
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
+    from johnlocke.udp.server import UdpServer
     from johnlocke.websocket.server import Hub
     from johnlocke.workers import WorkerContext, tag_logs
 
@@ -227,6 +235,7 @@ async def _serve(config: Config, settings: Settings) -> None:
         services.append(tls)
     started: list[Service] = []
     runner = None
+    udp = None
     try:
         for service in services:
             await service.start()
@@ -238,7 +247,17 @@ async def _serve(config: Config, settings: Settings) -> None:
             reuse_port=worker is not None and worker.reuse_port,
             port=worker.port if worker is not None else None,
         )
-        text, fields = _summary(config, listening(runner))
+        if config.udp.enabled:
+            udp = UdpServer(
+                tracker,
+                config,
+                stats.stats,
+                secret=worker.udp_secret if worker is not None else None,
+                reuse_port=worker is not None and worker.reuse_port,
+                http_port=worker.port if worker is not None else None,
+            )
+            await udp.start()
+        text, fields = _summary(config, listening(runner), udp.addresses if udp else ())
         log.info("%s", text, extra=fields)
         if redis_store is not None:
             port = listening(runner)[0][1]
@@ -261,6 +280,8 @@ async def _serve(config: Config, settings: Settings) -> None:
     finally:
         # cleanup() stops accepting and waits up to shutdown_timeout for requests in flight;
         # only then do the services stop, so they see the final state.
+        if udp is not None:
+            await udp.stop(config.http.shutdown_timeout)
         if runner is not None:
             await runner.cleanup()
         for service in reversed(started):

@@ -102,6 +102,38 @@ class HttpConfig(_Section):
         return self
 
 
+class UdpConfig(_Section):
+    """The UDP tracker (BEP 15): the same tracker as over HTTP, on its own socket(s)."""
+
+    enabled: bool = True
+    # None: the same addresses as [http] host; port None: the same number as [http] port.
+    host: list[str] | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    # A connection id is accepted for between half of this and this many seconds.
+    connection_id_lifetime: int = Field(default=120, ge=2, le=86400)
+    # SO_RCVBUF in bytes (0: the system's default); the kernel may cap it (net.core.rmem_max).
+    receive_buffer: int = Field(default=4 * 1024 * 1024, ge=0, le=1 << 30)
+    # "": a random secret per process. Processes sharing a port must share a secret.
+    secret: str = ""
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return HttpConfig._one_or_many(value)
+
+    @field_validator("host")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else HttpConfig._addresses(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isprintable()):
+            raise ValueError("must be empty (a random secret) or at least 16 printable characters")
+        return value
+
+
 class AnnounceConfig(_Section):
     interval: int = Field(default=1800, ge=1)
     min_interval: int = Field(default=900, ge=0)
@@ -344,6 +376,7 @@ class LogConfig(_Section):
 
 class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
+    udp: UdpConfig = Field(default_factory=UdpConfig)
     announce: AnnounceConfig = Field(default_factory=AnnounceConfig)
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)

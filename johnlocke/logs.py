@@ -7,7 +7,7 @@ nothing at all for it.
 
 Passkeys (and the stats token) never reach the log in full. This module is the one place that
 knows how: a request target is masked from what the parser finds in it (``mask``, built on
-``johnlocke.http.codec.target_path``, the code that finds the passkey for the tracker), so a key
+``johnlocke.bittorrent.target_path``, the code that finds the passkey for the tracker), so a key
 is hidden in whatever form it arrived; header values logged with it are masked too
 (``mask_request``); and a filter on the handler masks whatever slips into any other record's
 message or traceback (``redact``, by patterns, as those are free text; aiohttp, for one, logs the
@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from johnlocke.bittorrent import target_path
 from johnlocke.config import Config, LogConfig
-from johnlocke.http.codec import target_path
 
 ACCESS_LOGGER = "johnlocke.access"
 
@@ -82,7 +82,7 @@ def _mask_target(target: bytes | str) -> tuple[str, list[bytes]]:
     path, sep, query = raw.partition(b"?")
     found: list[bytes] = []
     if path != b"/announce" and path != b"/scrape":
-        # The path as the tracker reads it (codec.target_path, which also finds the passkey):
+        # The path as the tracker reads it (bittorrent.target_path, which also finds the passkey):
         # a key hidden behind "..", "//" or an absolute-form target is where the parser sees it,
         # and segments the parser drops are not logged at all.
         _, key_at, segments = target_path(path)
@@ -103,7 +103,7 @@ def _printable(text: str) -> str:
 def mask(target: bytes | str) -> str:
     """A request target (path and query; or BEP 41 URL data) as it may be logged.
 
-    The path is logged as the tracker reads it (``johnlocke.http.codec.target_path``) with its
+    The path is logged as the tracker reads it (``johnlocke.bittorrent.target_path``) with its
     passkey hidden; in the query, every ``passkey`` and ``token`` value is hidden, whatever the
     escapes in its name. Bytes that are not UTF-8 are shown as ``\\xNN``.
     """

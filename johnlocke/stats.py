@@ -173,6 +173,7 @@ class Stats:
         "started_at",
         "started_wall",
         "snapshot_time",
+        "udp",
         "websocket",
     )
 
@@ -190,17 +191,27 @@ class Stats:
         self.started_wall = time.time()
         # Unix time of the last snapshot written to disk; set by whatever writes snapshots.
         self.snapshot_time: float | None = None
-        # The WebSocket (WebTorrent) frontend's own counters; the attributes above count HTTP.
+        # The UDP frontend's own counters; the attributes above count HTTP.
+        self.udp = UdpStats()
+        # The WebSocket (WebTorrent) frontend's own counters.
         self.websocket = WebSocketStats()
 
     @property
     def announces(self) -> int:
         """Announces answered over every transport."""
-        return self.announce_latency.count + self.websocket.announce_latency.count
+        return (
+            self.announce_latency.count
+            + self.udp.announce_latency.count
+            + self.websocket.announce_latency.count
+        )
 
     @property
     def scrapes(self) -> int:
-        return self.scrape_latency.count + self.websocket.scrape_latency.count
+        return (
+            self.scrape_latency.count
+            + self.udp.scrape_latency.count
+            + self.websocket.scrape_latency.count
+        )
 
     def fail(self, reason: str) -> None:
         """Count one request answered with ``reason`` (normalised; distinct keys capped)."""
@@ -221,6 +232,39 @@ class Stats:
         if key not in clients and len(clients) >= MAX_CLIENTS:
             key = b""
         clients[key] = clients.get(key, 0) + 1
+
+
+class UdpStats:
+    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
+    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
+    answers dropped because the socket's send buffer was full."""
+
+    __slots__ = (
+        "announce_latency",
+        "scrape_latency",
+        "events",
+        "failures",
+        "connects",
+        "bad",
+        "unsent",
+    )
+
+    def __init__(self) -> None:
+        self.announce_latency = Histogram()
+        self.scrape_latency = Histogram()
+        self.events = [0] * len(EVENT_NAMES)
+        self.failures: dict[str, int] = {}
+        self.connects = 0
+        self.bad: dict[str, int] = {}
+        self.unsent = 0
+
+    # Failure reasons are normalised and capped as HTTP's are.
+    fail = Stats.fail
+
+    def drop(self, reason: str) -> None:
+        """Count one datagram that was not a request (``reason`` is one of the codec's)."""
+        bad = self.bad
+        bad[reason] = bad.get(reason, 0) + 1
 
 
 class WebSocketStats:
@@ -515,6 +559,9 @@ class StatsService:
         snapshot_age = None if st.snapshot_time is None else self._wall() - st.snapshot_time
         sampled = st.clients_sampled
         clients = sorted(st.clients.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
+        udp = st.udp
+        ws = st.websocket
+        failures = _added(st.failures, udp.failures, ws.failures)
         doc: dict[str, Any] = {
             "version": __version__,
             "build": compiled.BUILD,
@@ -540,14 +587,14 @@ class StatsService:
                 "total": announces,
                 "per_second_10s": round(a10, 3),
                 "per_second_60s": round(a60, 3),
-                "by_event": _by_event(st.events, st.websocket.events),
+                "by_event": _by_event(st.events, udp.events, ws.events),
             },
             "scrapes": {
                 "total": st.scrapes,
                 "per_second_10s": round(s10, 3),
                 "per_second_60s": round(s60, 3),
             },
-            "failures": _reasons(_added(st.failures, st.websocket.failures)),
+            "failures": _reasons(failures),
             "clients": {
                 "sample_every": st.client_sample,
                 "sampled": sampled,
@@ -563,15 +610,25 @@ class StatsService:
             },
             "latency_ms": {
                 "announce": _latency(
-                    _added_histograms(st.announce_latency, st.websocket.announce_latency)
+                    _added_histograms(
+                        st.announce_latency, udp.announce_latency, ws.announce_latency
+                    )
                 ),
                 "scrape": _latency(
-                    _added_histograms(st.scrape_latency, st.websocket.scrape_latency)
+                    _added_histograms(st.scrape_latency, udp.scrape_latency, ws.scrape_latency)
                 ),
             },
             "transports": {
                 "http": _transport(st.announce_latency, st.scrape_latency, st.events, st.failures),
-                "websocket": _websocket(st.websocket),
+                "udp": {
+                    **_transport(
+                        udp.announce_latency, udp.scrape_latency, udp.events, udp.failures
+                    ),
+                    "connects": udp.connects,
+                    "bad_datagrams": _reasons(udp.bad),
+                    "unsent_answers": udp.unsent,
+                },
+                "websocket": _websocket(ws),
             },
             "top_swarms": [
                 {
@@ -607,19 +664,19 @@ def _added(*dicts: dict[str, int]) -> dict[str, int]:
     return out
 
 
+def _reasons(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "total": sum(counts.values()),
+        "by_reason": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+    }
+
+
 def _added_histograms(*hs: Histogram) -> Histogram:
     out = Histogram(hs[0].bounds)
     for h in hs:
         out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
         out.sum += h.sum
     return out
-
-
-def _reasons(counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "total": sum(counts.values()),
-        "by_reason": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-    }
 
 
 def _transport(
@@ -629,7 +686,7 @@ def _transport(
     return {
         "announces": announce.count,
         "scrapes": scrape.count,
-        "by_event": dict(zip(EVENT_NAMES, events, strict=True)),
+        "by_event": _by_event(events),
         "failures": _reasons(failures),
         "latency_ms": {"announce": _latency(announce), "scrape": _latency(scrape)},
     }
@@ -684,10 +741,12 @@ class _Collector:
         peers.add_metric(["ipv6", "seeder"], ss.seeders_ipv6)
         peers.add_metric(["ipv6", "leecher"], ss.leechers_ipv6)
         yield peers
+        udp = st.udp
         ws = st.websocket
         # (transport, announce histogram, scrape histogram, events, failures): HTTP first.
         transports = (
             ("http", st.announce_latency, st.scrape_latency, st.events, st.failures),
+            ("udp", udp.announce_latency, udp.scrape_latency, udp.events, udp.failures),
             ("websocket", ws.announce_latency, ws.scrape_latency, ws.events, ws.failures),
         )
         announces = CounterMetricFamily(
@@ -714,6 +773,22 @@ class _Collector:
         yield announces
         yield scrapes
         yield failures
+        yield CounterMetricFamily(
+            "johnlocke_udp_connects", "UDP connect requests answered.", value=udp.connects
+        )
+        bad = CounterMetricFamily(
+            "johnlocke_udp_bad_datagrams",
+            "UDP datagrams that were not requests (dropped or refused), by reason.",
+            labels=["reason"],
+        )
+        for reason, n in udp.bad.items():
+            bad.add_metric([reason], n)
+        yield bad
+        yield CounterMetricFamily(
+            "johnlocke_udp_unsent_answers",
+            "UDP answers dropped because the socket's send buffer was full.",
+            value=udp.unsent,
+        )
         yield GaugeMetricFamily(
             "johnlocke_websocket_connections", "WebSocket (WebTorrent) connections open.", ws.open
         )

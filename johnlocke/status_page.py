@@ -158,6 +158,7 @@ def render(
             _clients(r["clients"]),
             _failures(r["failures"]["by_reason"]),
             _latency(r["latency_ms"], r["announces"]["by_event"]),
+            _transports(r["transports"]),
             "</section>",
             f'<footer>Machine-readable: <a href="/stats{suffix}">/stats</a> (JSON) · '
             f'<a href="/metrics{suffix}">/metrics</a> (Prometheus). Plots cover up to the '
@@ -335,6 +336,44 @@ def _failures(by_reason: dict[str, int]) -> str:
         ["reason", "count"],
         [[escape(reason), _count(n)] for reason, n in by_reason.items()],
         {1},
+    )
+
+
+def _transports(transports: dict[str, dict[str, Any]]) -> str:
+    """HTTP and UDP side by side; UDP's connects and the datagrams that were not requests."""
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f} ms"
+
+    rows = []
+    for name, t in transports.items():
+        lat = t["latency_ms"]["announce"]
+        rows.append(
+            [
+                f'<span id="transport-{escape(name)}">{escape(name.upper())}</span>',
+                _count(t["announces"]),
+                _count(t["scrapes"]),
+                _count(t["failures"]["total"]),
+                ms(lat["p50"]),
+                ms(lat["p99"]),
+            ]
+        )
+    udp = transports.get("udp")
+    note = ""
+    if udp is not None:
+        bad = udp["bad_datagrams"]
+        why = ", ".join(f"{escape(k)} {_count(n)}" for k, n in bad["by_reason"].items())
+        note = (
+            f'<p class="legend" id="udp-note">UDP: {_count(udp["connects"])} connects;'
+            f" {_count(bad['total'])} datagrams that were not requests"
+            f"{' (' + why + ')' if why else ''}</p>"
+        )
+    return _table(
+        "Transports",
+        ["", "announces", "scrapes", "failures", "announce p50", "announce p99"],
+        rows,
+        {1, 2, 3, 4, 5},
+        note=note,
     )
 
 

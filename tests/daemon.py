@@ -13,10 +13,14 @@
 The config is written to ``<workdir>/tracker.toml`` and the daemon is started with
 ``sys.executable -m johnlocke --config PATH`` in ``workdir``. ``[http] host`` and ``port`` are
 filled in (127.0.0.1, port 0 by default) unless the config sets them; the port the daemon really
-bound is read from its ``listening on 127.0.0.1:PORT`` log line. A thread keeps draining stderr so
-the pipe never fills, and keeps every line. ``toml_text=None`` runs it with no configuration
-file at all (``--host 127.0.0.1 --port N`` are passed as flags instead, unless ``args`` has them);
-``scheme="https"`` makes ``d.url`` an HTTPS one (the config must set ``[http] tls_cert``).
+bound is read from its ``listening on 127.0.0.1:PORT`` log line. ``[udp] port`` is filled in too
+(0 by default, so a restart on ``port=d.port`` never needs that number free for UDP as well);
+the UDP ports bound are read from the ``udp://HOST:PORT`` parts of the same line
+(``d.udp_ports``, ``d.udp_port`` for 127.0.0.1). A thread keeps draining stderr so the pipe never
+fills, and keeps every line. ``toml_text=None`` runs it with no configuration file at all
+(``--host 127.0.0.1 --port N`` are passed as flags instead, unless ``args`` has them; UDP then
+follows the HTTP port); ``scheme="https"`` makes ``d.url`` an HTTPS one (the config must set
+``[http] tls_cert``).
 
 Leaving the ``with`` block sends SIGTERM and asserts the daemon exits 0 within ``stop_timeout``
 seconds, unless the block already called ``d.stop()`` or ``d.kill()`` (and so saw the exit code).
@@ -42,6 +46,7 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 _LISTENING = re.compile(r"listening on .*?\b127\.0\.0\.1:(\d+)")
+_UDP = re.compile(r"udp://(?:\[([0-9a-fA-F:]+)\]|([\d.]+)):(\d+)")
 
 
 class DaemonError(AssertionError):
@@ -59,6 +64,7 @@ class Daemon:
         self.workdir = workdir
         self.scheme = scheme
         self.port: int = 0
+        self.udp_ports: dict[str, int] = {}  # UDP address -> port, from the start-up line
         self.stopped = False  # set by stop()/kill(): the caller has seen the exit code
         self._lines: list[str] = []
         self._cond = threading.Condition()
@@ -74,6 +80,15 @@ class Daemon:
     @property
     def announce_url(self) -> str:
         return f"{self.url}/announce"
+
+    @property
+    def udp_port(self) -> int:
+        """The UDP port on 127.0.0.1."""
+        return self.udp_ports[HOST]
+
+    @property
+    def udp_url(self) -> str:
+        return f"udp://{HOST}:{self.udp_port}/announce"
 
     @property
     def scrape_url(self) -> str:
@@ -156,24 +171,29 @@ class Daemon:
         return self.stop(timeout=5.0, sig=signal.SIGKILL)
 
 
-def _with_listen_address(toml_text: str, port: int) -> str:
-    """The config with ``[http] host``/``port`` defaulted to 127.0.0.1 and ``port``."""
+def _with_listen_address(toml_text: str, port: int, udp_port: int | None = 0) -> str:
+    """The config with ``[http] host``/``port`` defaulted to 127.0.0.1 and ``port``, and
+    ``[udp] port`` to ``udp_port`` (None: left to follow ``[http] port``, as it does by default)."""
+    text = _with_keys(toml_text, "http", {"host": f'"{HOST}"', "port": str(port)})
+    if udp_port is None:
+        return text
+    return _with_keys(text, "udp", {"port": str(udp_port)})
+
+
+def _with_keys(toml_text: str, table: str, defaults: dict[str, str]) -> str:
+    """``toml_text`` with ``defaults`` (key -> TOML value) added to ``[table]`` where unset."""
     data = tomllib.loads(toml_text)  # a syntax error surfaces here, in the test, not the daemon
-    http = data.get("http", {})
-    add = []
-    if "host" not in http:
-        add.append(f'host = "{HOST}"')
-    if "port" not in http:
-        add.append(f"port = {port}")
+    section = data.get(table, {})
+    add = [f"{key} = {value}" for key, value in defaults.items() if key not in section]
     if not add:
         return toml_text
-    if "http" not in data:
+    if table not in data:
         # Before any other table, so the keys cannot land in another section.
-        return "[http]\n" + "\n".join(add) + "\n\n" + toml_text
-    header = re.compile(r"^[ \t]*\[[ \t]*http[ \t]*\][ \t]*(#.*)?$", re.MULTILINE)
+        return f"[{table}]\n" + "\n".join(add) + "\n\n" + toml_text
+    header = re.compile(rf"^[ \t]*\[[ \t]*{table}[ \t]*\][ \t]*(#.*)?$", re.MULTILINE)
     m = header.search(toml_text)
-    if m is None:  # [http] given as a dotted key or inline table: too clever to edit
-        raise ValueError("give [http] host and port explicitly in this config")
+    if m is None:  # given as a dotted key or inline table: too clever to edit
+        raise ValueError(f"give [{table}] {', '.join(defaults)} explicitly in this config")
     return toml_text[: m.end()] + "\n" + "\n".join(add) + toml_text[m.end() :]
 
 
@@ -182,6 +202,7 @@ def run_daemon(
     toml_text: str | None = "",
     *,
     port: int = 0,
+    udp_port: int | None = 0,
     workdir: str | os.PathLike[str] | None = None,
     args: Sequence[str] = (),
     start_timeout: float = 10.0,
@@ -194,6 +215,8 @@ def run_daemon(
     ``toml_text``: the configuration (``[http] host``/``port`` are added unless present), or None
     for no file at all.
     ``port``: the port to add (0 = any free one; pass an earlier ``d.port`` to restart in place).
+    ``udp_port``: the ``[udp] port`` to add (0 = any free one; None: none, so UDP takes the
+    number of ``[http] port``).
     ``workdir``: where the config is written and the daemon runs (default: a fresh temp dir,
     removed afterwards); keep one across ``run_daemon`` calls to test restarts.
     ``args``: extra command-line arguments (e.g. ``["-v"]``).
@@ -207,7 +230,9 @@ def run_daemon(
             where = [] if "--host" in args else ["--host", HOST]
             where += [] if "--port" in args else ["--port", str(port)]
         else:
-            config_path.write_text(_with_listen_address(toml_text, port), encoding="utf-8")
+            config_path.write_text(
+                _with_listen_address(toml_text, port, udp_port), encoding="utf-8"
+            )
             where = ["--config", str(config_path)]
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -221,7 +246,11 @@ def run_daemon(
         )
         d = Daemon(proc, config_path, wd, scheme)
         try:
-            d.port = int(d.wait_for_log(_LISTENING, start_timeout).group(1))
+            m = d.wait_for_log(_LISTENING, start_timeout)
+            d.port = int(m.group(1))
+            line = m.string
+            udp = _UDP.findall(line[: line.find(" (strategy")])
+            d.udp_ports = {v6 or v4: int(p) for v6, v4, p in udp}
         except BaseException:
             if proc.poll() is None:
                 proc.kill()

@@ -15,6 +15,7 @@ from johnlocke.bittorrent import (
     EVENT_STARTED,
     EVENT_STOPPED,
     parse_ip,
+    parse_target,
 )
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
@@ -340,4 +341,4 @@ KEY = b"5f1c0a9e3b7d4c2a8e6f1b0d9c7a5e3f"
     ],
 )
 def test_parse_target_reads_every_path_form(target, expected):
-    assert protocol.parse_target(target) == expected
+    assert parse_target(target) == expected

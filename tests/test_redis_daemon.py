@@ -20,6 +20,7 @@ import pytest
 from .conftest import esc
 from .daemon import run_daemon
 from .redis_server import RedisServer, redis_available
+from .udp_client import STARTED, UdpClient
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
 
@@ -156,6 +157,31 @@ def test_two_workers_share_the_port_and_the_swarms(redis_server):
     for pid in final.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_udp_ids_from_one_worker_are_accepted_by_every_other(redis_server):
+    # Each datagram goes to whichever worker the kernel picks for its source port: a client
+    # that connected through one worker must be able to announce through any other.
+    cfg = redis_config(redis_server.url, prefix="wu:")
+    info_hash = os.urandom(20)
+    with run_daemon(cfg, args=["--workers", "2"], udp_port=None, start_timeout=30) as d:
+        d.wait_for_log(r"2 workers listening on port", 30)
+        assert d.udp_port == d.port  # UDP follows the HTTP port the supervisor chose
+        with UdpClient("127.0.0.1", d.udp_port) as first:
+            cid = first.connect()
+        for n in range(30):
+            with UdpClient("127.0.0.1", d.udp_port) as c:  # a new source port each time
+                c.cid = cid
+                got = c.announce(info_hash, b"-UW0001-" + n.to_bytes(12, "big"), event=STARTED)
+                assert got.seeders == n + 1  # left = 0: every one a seeder
+        assert scrape(d.url, info_hash) == (30, 0, 0)
+
+        def both_served():
+            board = get_json(d.url + "/stats")["workers"]
+            return board if sum(w["announces"] for w in board) >= 30 else None
+
+        board = wait_until(both_served)
+        assert len(board) == 2 and all(w["announces"] > 0 for w in board), board
 
 
 def test_a_worker_that_cannot_start_stops_the_tracker(redis_server, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 
 from .conftest import esc
 from .daemon import run_daemon
+from .udp_client import STARTED, UdpClient
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -76,9 +77,18 @@ def test_status_page_renders_real_numbers_and_plots_in_chromium(tmp_path):
                 )
                 n += 1
             get(f"{d.url}/scrape?info_hash={'%01' * 20}")
+            # And a few over UDP, into the same swarms.
+            with UdpClient("127.0.0.1", d.udp_port) as udp:
+                udp.connect()
+                for _ in range(3):
+                    udp.announce(bytes([1 + n % 3]) * 20, clients[n % 3] + n.to_bytes(12, "big"),
+                                 event=STARTED, left=100, port=1000 + n)  # fmt: skip
+                    n += 1
+                udp.send(b"junk")
             time.sleep(1.05)
         stats = json.loads(get(f"{d.url}/stats"))
-        assert stats["peers"] == n == 8 + 12 + 16 + 20 + 24
+        assert stats["peers"] == n == 8 + 12 + 16 + 20 + 24 + 5 * 3
+        assert stats["transports"]["udp"]["announces"] == 15
 
         dom = chromium(tmp_path, "--dump-dom", d.url + "/")
         ARTIFACTS.mkdir(exist_ok=True)
@@ -93,7 +103,8 @@ def test_status_page_renders_real_numbers_and_plots_in_chromium(tmp_path):
         return m.group(1)
 
     assert tile("peers") == f"{stats['peers']:,}"
-    assert tile("seeders") == f"{stats['seeders']:,}" and stats["seeders"] == n // 4
+    # Every fourth HTTP announce is a seeder; the UDP ones are leechers.
+    assert tile("seeders") == f"{stats['seeders']:,}" and stats["seeders"] == 80 // 4
     assert tile("leechers") == f"{stats['leechers']:,}"
     assert tile("swarms") == "3"
     # Every plot has a line with several points of real data, ending at the current value.
@@ -120,6 +131,11 @@ def test_status_page_renders_real_numbers_and_plots_in_chromium(tmp_path):
     assert ys("peers")[-1] < ys("peers")[0]
     assert min(ys("announces")) < max(ys("announces"))
     assert 'id="plot-rates"' in dom and "<svg" in dom
+    # UDP beside HTTP.
+    row = re.search(r'id="transport-udp">UDP</span></td><td class="n">([\d,]+)</td>', dom)
+    assert row and row.group(1) == "15"
+    assert re.search(r'id="transport-http">HTTP</span></td><td class="n">([\d,]+)<', dom)
+    assert "5 connects; 5 datagrams that were not requests (too short 5)" in dom
     # Tables: top swarm and clients.
     assert stats["top_swarms"][0]["info_hash"] in dom
     assert "qBittorrent" in dom and "Transmission" in dom

@@ -195,63 +195,6 @@ def parse_announce(query: bytes) -> AnnounceRequest:
 
 # --- the request target -------------------------------------------------------------------
 
-ANNOUNCE = b"announce"
-SCRAPE = b"scrape"
-_ENDPOINTS = (ANNOUNCE, SCRAPE)
-
-
-def parse_target(target: bytes) -> tuple[bytes | None, bytes | None, bytes]:
-    """A request target (or BEP 41 URL data) to ``(endpoint, passkey, query)``.
-
-    ``endpoint`` is ``ANNOUNCE``, ``SCRAPE`` or None (not a tracker URL); ``passkey`` is the
-    percent-decoded key from the path (``/announce/KEY``, ``/KEY/announce`` and the same for
-    scrape), or None; ``query`` is the raw query. The path is read as ``target_path`` reads it.
-    """
-    path, _, query = target.partition(b"?")
-    if path == b"/announce" or path == b"/scrape":  # nearly every request: nothing to resolve
-        return path[1:], None, query
-    endpoint, key_at, segments = target_path(path)
-    if key_at < 0:
-        return endpoint, None, query
-    return endpoint, _unescape_segment(segments[key_at]), query
-
-
-def target_path(path: bytes) -> tuple[bytes | None, int, list[bytes]]:
-    """A request path as the tracker reads it: ``(endpoint, key_at, segments)``.
-
-    ``segments`` are the path's segments as sent (escapes kept) once resolved: an absolute-form
-    target (``http://host:port/path``) is reduced to its path, empty segments (``//``) and ``.``
-    are dropped and ``..`` removes the segment before it (RFC 3986, 5.2.4), after
-    percent-decoding for the test (``%2e%2e``). ``key_at`` is the index of the passkey's segment,
-    -1 if there is none. Everything that looks for or hides a passkey goes through here.
-    """
-    path = path.partition(b"#")[0]
-    if path[:1] != b"/":
-        scheme, sep, rest = path.partition(b"://")
-        path = b"/" + rest.partition(b"/")[2] if sep and scheme.isalpha() else b""
-    segments: list[bytes] = []
-    for raw in path.split(b"/"):
-        seg = _unescape_segment(raw) if b"%" in raw else raw
-        if seg == b"..":
-            if segments:
-                segments.pop()
-        elif seg and seg != b".":
-            segments.append(raw)
-    names = [_unescape_segment(s) if b"%" in s else s for s in segments[:2]]
-    if len(segments) == 1 and names[0] in _ENDPOINTS:
-        return names[0], -1, segments
-    if len(segments) == 2:
-        if names[0] in _ENDPOINTS:
-            return names[0], 1, segments
-        if names[1] in _ENDPOINTS:
-            return names[1], 0, segments
-    return None, -1, segments
-
-
-def _unescape_segment(raw: bytes) -> bytes:
-    # A malformed escape is left as it is: a path is not a query, and a bad key fails anyway.
-    return unquote_to_bytes(raw) if b"%" in raw else raw
-
 
 def parse_scrape(query: bytes) -> tuple[list[bytes], bytes | None]:
     """Parse a scrape query: the list of info_hashes asked for (may be empty) and any passkey."""

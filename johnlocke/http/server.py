@@ -8,11 +8,11 @@ the bencoded body. ``HEAD`` is not served there (405): it would change the swarm
 It also serves what the operator reads (``/stats``, ``/metrics``, the status page) to the
 addresses ``[stats]`` allows, and writes the access log when it is on.
 
-A passkey may come in the path, as ``/announce/KEY`` or ``/KEY/announce`` (the second lets
-clients derive the scrape URL, BEP 48: they replace "announce" in the last path segment), or
-as ``?passkey=KEY``; the path wins. What a path means is the codec's call
-(``codec.parse_target``: dot segments, ``//`` and absolute-form targets resolved), not aiohttp's
-router's, and logged targets are masked from the same reading (``johnlocke.logs.mask``).
+A passkey may come in the path, as ``/announce/KEY`` or ``/KEY/announce`` (the second lets clients
+derive the scrape URL, BEP 48: they replace "announce" in the last path segment), or as
+``?passkey=KEY``; the path wins. What a path means is decided by ``bittorrent.parse_target`` (dot
+segments, ``//`` and absolute-form targets resolved), not by aiohttp's router, and logged targets
+are masked from the same reading (``johnlocke.logs.mask``).
 
 Statements that exist only to count for ``/stats`` end with ``# stats``:
 ``benchmarks/stats_overhead.py`` removes them to measure what counting costs. Keep each one a
@@ -73,6 +73,7 @@ from prometheus_client.exposition import choose_encoder
 
 from johnlocke import status_page
 from johnlocke.addresses import RealIp, address_group, pack_ip
+from johnlocke.bittorrent import ANNOUNCE, SCRAPE, parse_target
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
@@ -85,8 +86,8 @@ from johnlocke.websocket.server import Hub
 log = logging.getLogger("johnlocke.http")
 
 _INTERNAL = protocol.encode_failure("internal tracker error")
-_ANNOUNCE = protocol.ANNOUNCE
-_SCRAPE = protocol.SCRAPE
+_ANNOUNCE = ANNOUNCE
+_SCRAPE = SCRAPE
 
 
 def _target(request: web.BaseRequest) -> bytes:
@@ -121,7 +122,7 @@ class Frontend:
         return pack_ip(peer[0]), False
 
     async def announce(self, request: web.BaseRequest) -> web.StreamResponse:
-        endpoint, passkey, query = protocol.parse_target(_target(request))
+        endpoint, passkey, query = parse_target(_target(request))
         if endpoint != _ANNOUNCE:
             return await self.route(request)
         # The parser's own flag (Connection: upgrade with an Upgrade header), one attribute
@@ -169,7 +170,7 @@ class Frontend:
         return await self.hub.upgrade(request, ip, passkey)
 
     async def scrape(self, request: web.BaseRequest) -> web.StreamResponse:
-        endpoint, passkey, query = protocol.parse_target(_target(request))
+        endpoint, passkey, query = parse_target(_target(request))
         if endpoint != _SCRAPE:
             return await self.route(request)
         t0 = perf_counter()  # stats
@@ -197,7 +198,7 @@ class Frontend:
         passkey, and the one the access log masks by. ``announce`` and ``scrape`` are routed
         to directly for their plain paths, the hot path, and read the target again.
         """
-        endpoint = protocol.parse_target(_target(request))[0]
+        endpoint = parse_target(_target(request))[0]
         if endpoint == _ANNOUNCE:
             return await self.announce(request)
         if endpoint == _SCRAPE:
