@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from .daemon import run_daemon
+from .ws_client import needs_webrtc_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NODE = shutil.which("node")
@@ -27,10 +28,13 @@ BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 INSTALLED = (BROWSER_DIR / "node_modules" / "webtorrent" / "dist" / "webtorrent.min.js").exists()
 
 # CI installs all of it (.ci/run): there a missing piece is a failure, not a skip.
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and NODE and INSTALLED) and not os.environ.get("CI"),
-    reason="needs chromium, node and `npm ci --ignore-scripts` in tests/browser",
-)
+pytestmark = [
+    needs_webrtc_store,
+    pytest.mark.skipif(
+        not (CHROMIUM and NODE and INSTALLED) and not os.environ.get("CI"),
+        reason="needs chromium, node and `npm ci --ignore-scripts` in tests/browser",
+    ),
+]
 
 SIZE = 2 * 1024 * 1024 + 12345  # not a whole number of pieces
 
@@ -59,7 +63,7 @@ def stats(d) -> dict:
 
 def test_two_browsers_share_a_file_over_webrtc(tmp_path):
     data = os.urandom(SIZE)
-    with run_daemon("[log]\nlevel = \"debug\"\n") as d:
+    with run_daemon('[log]\nlevel = "debug"\n') as d:
         tracker = f"ws://127.0.0.1:{d.port}/announce"
         result, got = share(tmp_path, tracker, data)
         assert got == data

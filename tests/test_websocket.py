@@ -11,7 +11,9 @@ import pytest
 
 from johnlocke.http.server import FRONTEND
 
-from .ws_client import WsPeer, text
+from .ws_client import WsPeer, needs_webrtc_store, text
+
+pytestmark = needs_webrtc_store
 
 IH = bytes(range(20))
 IH2 = bytes(range(100, 120))

@@ -12,9 +12,12 @@ import pytest
 from .daemon import run_daemon
 from .redis_server import RedisServer, redis_available
 from .test_redis_daemon import get_json, redis_config, wait_until
-from .ws_client import WsPeer, text
+from .ws_client import WsPeer, needs_webrtc_store, text
 
-pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
+pytestmark = [
+    needs_webrtc_store,
+    pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),
+]
 
 IH = b"\x77" * 20
 PEERS = 8  # each its own connection, spread over the two workers by SO_REUSEPORT

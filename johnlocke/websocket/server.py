@@ -47,6 +47,7 @@ from johnlocke.bittorrent import EVENT_STOPPED
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import mask
+from johnlocke import store as store_contract
 from johnlocke.stats import INTERNAL_REASON, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket import codec, frames
@@ -337,7 +338,7 @@ class Hub:
         handshake: 400 for a bad handshake, 503 when disabled or full.
         """
         stats = self.stats
-        if not self.enabled:
+        if not self.enabled or not STORE_HOLDS_WEBRTC:
             stats.refused += 1
             raise web.HTTPServiceUnavailable(text="this tracker does not serve WebSocket peers\n")
         if len(self.conns) >= self.max_connections:
@@ -688,6 +689,10 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
         except StopIteration:
             return
 
+
+# Browser peers live in the store's WebRTC family (8-byte endpoint ids); a store without it
+# would take an endpoint for an IPv4 address, so then no upgrade is accepted.
+STORE_HOLDS_WEBRTC = hasattr(store_contract, "WEBRTC")
 
 _last_full = [0.0]
 
