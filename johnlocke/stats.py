@@ -234,32 +234,34 @@ class Stats:
         clients[key] = clients.get(key, 0) + 1
 
 
-class UdpStats:
-    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
-    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
-    answers dropped because the socket's send buffer was full."""
+class _TransportStats:
+    """What every frontend beside HTTP counts as HTTP does: latencies (whose counts are the
+    requests), announces by event, failures by reason."""
 
-    __slots__ = (
-        "announce_latency",
-        "scrape_latency",
-        "events",
-        "failures",
-        "connects",
-        "bad",
-        "unsent",
-    )
+    __slots__ = ("announce_latency", "scrape_latency", "events", "failures")
 
     def __init__(self) -> None:
         self.announce_latency = Histogram()
         self.scrape_latency = Histogram()
         self.events = [0] * len(EVENT_NAMES)
         self.failures: dict[str, int] = {}
-        self.connects = 0
-        self.bad: dict[str, int] = {}
-        self.unsent = 0
 
     # Failure reasons are normalised and capped as HTTP's are.
     fail = Stats.fail
+
+
+class UdpStats(_TransportStats):
+    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
+    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
+    answers dropped because the socket's send buffer was full."""
+
+    __slots__ = ("connects", "bad", "unsent")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connects = 0
+        self.bad: dict[str, int] = {}
+        self.unsent = 0
 
     def drop(self, reason: str) -> None:
         """Count one datagram that was not a request (``reason`` is one of the codec's)."""
@@ -267,16 +269,12 @@ class UdpStats:
         bad[reason] = bad.get(reason, 0) + 1
 
 
-class WebSocketStats:
+class WebSocketStats(_TransportStats):
     """The WebSocket frontend's counters: as HTTP's, plus connections, relayed offers and
     answers, and messages dropped without an answer (by reason: over the rate, binary, an
     answer to an unknown offer...)."""
 
     __slots__ = (
-        "announce_latency",
-        "scrape_latency",
-        "events",
-        "failures",
         "dropped",
         "closed",
         "opened",
@@ -288,10 +286,7 @@ class WebSocketStats:
     )
 
     def __init__(self) -> None:
-        self.announce_latency = Histogram()
-        self.scrape_latency = Histogram()
-        self.events = [0] * len(EVENT_NAMES)
-        self.failures: dict[str, int] = {}
+        super().__init__()
         self.dropped: dict[str, int] = {}
         self.closed: dict[str, int] = {}  # connections closed, by why
         self.opened = 0
@@ -300,9 +295,6 @@ class WebSocketStats:
         self.answers = 0  # answers relayed to the peer that made the offer
         self.undelivered = 0  # offers and answers whose peer had gone
         self.open = 0  # connections open now
-
-    # Failure reasons are normalised and capped as HTTP's are.
-    fail = Stats.fail
 
     def drop(self, reason: str) -> None:
         """Count one message dropped unanswered (``reason`` is one of the frontend's)."""

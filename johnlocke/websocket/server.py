@@ -43,11 +43,11 @@ from typing import Any
 
 from aiohttp import web
 
+from johnlocke import store as store_contract
 from johnlocke.bittorrent import EVENT_STOPPED
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import mask
-from johnlocke import store as store_contract
 from johnlocke.stats import INTERNAL_REASON, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket import codec, frames
