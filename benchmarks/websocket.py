@@ -13,8 +13,8 @@ round by round:
    the tracker (from /proc; on a shared machine the steadier of the two), and the ratio.
 2. Idle peers: 10,000 sockets, each having announced once into one of 1,000 swarms, held open.
    The tracker's RSS growth per socket, and the ratio. Meanwhile (JohnLocke) a steady trickle
-   of HTTP announces over keep-alive connections gives their latency (p50, p99), against the
-   same trickle with no WebSocket open, in the same run.
+   of HTTP announces over keep-alive connections, and of UDP announces, gives their latency
+   (p50, p99), against the same trickles with no WebSocket open, in the same round.
 
 Figures go to benchmarks/results/websocket.json as well.
 """
@@ -26,7 +26,9 @@ import asyncio
 import json
 import resource
 import select
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -163,10 +165,45 @@ async def http_probe(port: int, seconds: float, rate: float = 400.0, conns: int 
     }
 
 
+def udp_probe(port: int, seconds: float, rate: float = 400.0) -> dict:
+    """BEP 15 announces at a steady ``rate`` (one connect first): their round-trip times."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2.0)
+    sock.connect((bl.HOST, port))
+    sock.send(struct.pack(">QII", 0x41727101980, 0, 1))
+    _action, _tid, cid = struct.unpack(">IIQ", sock.recv(16))
+    ih = bytes(range(20, 40))
+    latencies = []
+    end = time.perf_counter() + seconds
+    next_at = time.perf_counter()
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+        pid = b"-TR3000-" + (n % 200).to_bytes(12, "big")
+        packet = struct.pack(
+            ">QII20s20sQQQIIIiH", cid, 1, n, ih, pid, 0, 100, 0, 0, 0, 0, 50, 6881 + n % 200
+        )
+        t0 = time.perf_counter()
+        sock.send(packet)
+        reply = sock.recv(2048)
+        latencies.append(time.perf_counter() - t0)
+        assert struct.unpack(">I", reply[:4])[0] == 1, reply
+        next_at += 1 / rate
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    sock.close()
+    latencies.sort()
+    return {
+        "count": len(latencies),
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
+
+
 def idle(srv: bl.Server, npm_dir: Path, args: argparse.Namespace, probe: bool) -> dict:
     out: dict = {}
     if probe:
         out["http_alone"] = asyncio.run(http_probe(srv.port, 5))
+        out["udp_alone"] = udp_probe(srv.port, 3)
     time.sleep(1)
     base = srv.rss_kib() or 0
     url = f"ws://{bl.HOST}:{srv.port}/announce"
@@ -181,6 +218,7 @@ def idle(srv: bl.Server, npm_dir: Path, args: argparse.Namespace, probe: bool) -
     held = srv.rss_kib() or 0
     if probe:
         out["http_with_sockets"] = asyncio.run(http_probe(srv.port, 5))
+        out["udp_with_sockets"] = udp_probe(srv.port, 3)
     proc.stdin.close()
     done = json.loads(proc.stdout.readline() or "{}")
     proc.wait(30)
@@ -223,6 +261,7 @@ def main() -> int:
                 )
                 if "http_with_sockets" in i:
                     line += f", HTTP p99 {i['http_with_sockets']['p99_ms']:.2f} ms"
+                    line += f", UDP p99 {i['udp_with_sockets']['p99_ms']:.2f} ms"
                 bl.log(line)
 
     def med(kind: str, path: tuple[str, ...]) -> float:
@@ -247,6 +286,8 @@ def main() -> int:
     growth = max(run["idle"]["growth_mib"] for run in runs[jl])
     p99 = max(run["idle"]["http_with_sockets"]["p99_ms"] for run in runs[jl])
     p99_alone = max(run["idle"]["http_alone"]["p99_ms"] for run in runs[jl])
+    udp99 = max(run["idle"]["udp_with_sockets"]["p99_ms"] for run in runs[jl])
+    udp99_alone = max(run["idle"]["udp_alone"]["p99_ms"] for run in runs[jl])
     print()
     print(f"| figure (median of {args.rounds}) | JohnLocke | bittorrent-tracker | ratio |")
     print("|---|---:|---:|---:|")
@@ -258,8 +299,9 @@ def main() -> int:
         print(f"| {name} | {ours:,.0f}{unit} | {theirs:,.0f}{unit} | {ours / theirs:.2f}x |")
     print(f"\nper-round throughput ratios: {', '.join(f'{x:.2f}x' for x in ratios)}")
     print(f"JohnLocke RSS growth at {args.idle:,} sockets (worst round): {growth:.1f} MiB")
+    print(f"HTTP announce p99 with them open (worst round): {p99:.2f} ms (alone: {p99_alone:.2f})")
     print(
-        f"HTTP announce p99 with them open (worst round): {p99:.2f} ms (alone: {p99_alone:.2f} ms)"
+        f"UDP announce p99 with them open (worst round): {udp99:.2f} ms (alone: {udp99_alone:.2f})"
     )
     print()
     print("| target | measured | status |")
@@ -273,6 +315,7 @@ def main() -> int:
         ("<= 0.5x its memory per idle socket", f"{mem[0] / mem[1]:.2f}x", mem[0] / mem[1] <= 0.5),
         (f"{args.idle:,} sockets, RSS growth <= 100 MiB", f"{growth:.1f} MiB", growth <= 100),
         ("HTTP p99 <= 10 ms meanwhile", f"{p99:.2f} ms", p99 <= 10),
+        ("UDP p99 <= 10 ms meanwhile", f"{udp99:.2f} ms", udp99 <= 10),
     )
     for name, value, ok in targets:
         print(f"| {name} | {value} | {'met' if ok else '**not met**'} |")
