@@ -73,11 +73,14 @@ def raise_fd_limit() -> None:
 def start_tracker(kind: str, npm_dir: Path, workdir: Path, procs: bl.Processes) -> bl.Server:
     if kind == "johnlocke":
         srv = bl.johnlocke_server("johnlocke", workdir, extra_toml=JOHNLOCKE_TOML)
-        # Every generated socket comes from 127.0.0.1: no per-address connection cap.
+        # Every generated socket comes from 127.0.0.1: no per-address connection cap; UDP on
+        # (for its latency probe); no snapshot carried from one start to the next.
         config = workdir / "johnlocke.toml"
-        config.write_text(
-            config.read_text().replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
-        )
+        text = config.read_text()
+        text = text.replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
+        text = text.replace("[udp]\nenabled = false\n", "[udp]\nenabled = true\n", 1)
+        text = text.replace('path = "johnlocke.snapshot"', 'path = ""', 1)
+        config.write_text(text)
     else:
         port = bl.free_port()
         argv = bl.pinned(
