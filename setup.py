@@ -44,6 +44,10 @@ COMPILED = [
     "johnlocke/http/codec.py",
     "johnlocke/tracker.py",
     "johnlocke/strategy.py",
+    # The WebSocket frontend: per-frame and per-offer work for every message.
+    "johnlocke/websocket/frames.py",
+    "johnlocke/websocket/codec.py",
+    "johnlocke/websocket/server.py",
 ]
 
 DIRECTIVES = {

@@ -175,6 +175,7 @@ async def _serve(config: Config, settings: Settings) -> None:
     from johnlocke.store.memory import MemoryStore
     from johnlocke.tracker import Tracker
     from johnlocke.udp.server import UdpServer
+    from johnlocke.websocket.server import Hub
     from johnlocke.workers import WorkerContext, tag_logs
 
     worker = WorkerContext.from_env()
@@ -219,7 +220,16 @@ async def _serve(config: Config, settings: Settings) -> None:
         stats.sources.append(redis_store)
         board = WorkerBoard(redis_store, stats.stats, "")
         stats.sources.append(board)
-    services += [access, tracker, stats]
+    hub = Hub(tracker, config, stats)
+    if redis_store is not None:
+        from johnlocke.websocket.relay import RedisRelay
+
+        # Browser peers on other workers (and other trackers sharing this Redis) are reached
+        # through Redis pub/sub.
+        hub.relay = RedisRelay(
+            hub, config.store.url, config.store.prefix, hub.gone, config.store.timeout
+        )
+    services += [access, tracker, stats, hub]
     tls = Certificate(config.http) if config.http.tls_cert else None
     if tls is not None:
         services.append(tls)
@@ -231,7 +241,7 @@ async def _serve(config: Config, settings: Settings) -> None:
             await service.start()
             started.append(service)
         runner = await start(
-            build_app(tracker, config, stats),
+            build_app(tracker, config, stats, hub),
             config,
             tls.context if tls is not None else None,
             reuse_port=worker is not None and worker.reuse_port,

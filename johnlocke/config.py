@@ -331,6 +331,43 @@ class WorkersConfig(_Section):
     count: int = Field(default=1, ge=1, le=256)
 
 
+class WebTorrentConfig(_Section):
+    """Browser peers (WebTorrent): a WebSocket upgrade of /announce on the HTTP listener."""
+
+    enabled: bool = True
+    # Bytes of one message (a few offers' SDP are some KB each).
+    max_message_size: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    # Offers relayed per announce; "auto" is [announce] numwant_max (more are ignored).
+    max_offers: Literal["auto"] | int = "auto"
+    # Most WebSocket connections open at once (apart from [http] max_connections).
+    max_connections: int = Field(default=10000, ge=1)
+    # Most torrents one connection may announce (a browser tab shares one socket for all).
+    max_swarms_per_connection: int = Field(default=256, ge=1)
+    # Seconds of silence before the tracker pings; a ping unanswered for ping_timeout closes.
+    ping_interval: float = Field(default=30.0, gt=0)
+    ping_timeout: float = Field(default=30.0, gt=0)
+    # Seconds without an announce or scrape before a connection is closed ("auto": the
+    # [announce] peer_timeout, after which its peers would be forgotten anyway).
+    idle_timeout: Literal["auto"] | float = "auto"
+    # Messages per second one connection may send on average, and in a burst; more are dropped.
+    message_rate: float = Field(default=20.0, gt=0)
+    message_burst: int = Field(default=100, ge=1)
+
+    @field_validator("max_offers", mode="before")
+    @classmethod
+    def _auto_offers(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError('must be "auto" ([announce] numwant_max) or a number of at least 1')
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _auto_idle(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) in (int, float) and value > 0):
+            return value
+        raise ValueError('must be "auto" ([announce] peer_timeout) or a number of seconds')
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -350,6 +387,7 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    webtorrent: WebTorrentConfig = Field(default_factory=WebTorrentConfig)
 
 
 def workers_refused(config: Config, count: int) -> str | None:

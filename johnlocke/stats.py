@@ -174,6 +174,7 @@ class Stats:
         "started_wall",
         "snapshot_time",
         "udp",
+        "websocket",
     )
 
     def __init__(self, client_sample: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
@@ -192,15 +193,25 @@ class Stats:
         self.snapshot_time: float | None = None
         # The UDP frontend's own counters; the attributes above count HTTP.
         self.udp = UdpStats()
+        # The WebSocket (WebTorrent) frontend's own counters.
+        self.websocket = WebSocketStats()
 
     @property
     def announces(self) -> int:
         """Announces answered over every transport."""
-        return self.announce_latency.count + self.udp.announce_latency.count
+        return (
+            self.announce_latency.count
+            + self.udp.announce_latency.count
+            + self.websocket.announce_latency.count
+        )
 
     @property
     def scrapes(self) -> int:
-        return self.scrape_latency.count + self.udp.scrape_latency.count
+        return (
+            self.scrape_latency.count
+            + self.udp.scrape_latency.count
+            + self.websocket.scrape_latency.count
+        )
 
     def fail(self, reason: str) -> None:
         """Count one request answered with ``reason`` (normalised; distinct keys capped)."""
@@ -223,37 +234,76 @@ class Stats:
         clients[key] = clients.get(key, 0) + 1
 
 
-class UdpStats:
-    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
-    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
-    answers dropped because the socket's send buffer was full."""
+class _TransportStats:
+    """What every frontend beside HTTP counts as HTTP does: latencies (whose counts are the
+    requests), announces by event, failures by reason."""
 
-    __slots__ = (
-        "announce_latency",
-        "scrape_latency",
-        "events",
-        "failures",
-        "connects",
-        "bad",
-        "unsent",
-    )
+    __slots__ = ("announce_latency", "scrape_latency", "events", "failures")
 
     def __init__(self) -> None:
         self.announce_latency = Histogram()
         self.scrape_latency = Histogram()
         self.events = [0] * len(EVENT_NAMES)
         self.failures: dict[str, int] = {}
-        self.connects = 0
-        self.bad: dict[str, int] = {}
-        self.unsent = 0
 
     # Failure reasons are normalised and capped as HTTP's are.
     fail = Stats.fail
+
+
+class UdpStats(_TransportStats):
+    """The UDP frontend's counters: as HTTP's, plus connects, datagrams that were not
+    requests (by reason: too short, too long, bad protocol id, bad connection id...) and
+    answers dropped because the socket's send buffer was full."""
+
+    __slots__ = ("connects", "bad", "unsent")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connects = 0
+        self.bad: dict[str, int] = {}
+        self.unsent = 0
 
     def drop(self, reason: str) -> None:
         """Count one datagram that was not a request (``reason`` is one of the codec's)."""
         bad = self.bad
         bad[reason] = bad.get(reason, 0) + 1
+
+
+class WebSocketStats(_TransportStats):
+    """The WebSocket frontend's counters: as HTTP's, plus connections, relayed offers and
+    answers, and messages dropped without an answer (by reason: over the rate, binary, an
+    answer to an unknown offer...)."""
+
+    __slots__ = (
+        "dropped",
+        "closed",
+        "opened",
+        "refused",
+        "offers",
+        "answers",
+        "undelivered",
+        "open",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: dict[str, int] = {}
+        self.closed: dict[str, int] = {}  # connections closed, by why
+        self.opened = 0
+        self.refused = 0  # upgrades refused (disabled, at the cap)
+        self.offers = 0  # offers relayed to a peer
+        self.answers = 0  # answers relayed to the peer that made the offer
+        self.undelivered = 0  # offers and answers whose peer had gone
+        self.open = 0  # connections open now
+
+    def drop(self, reason: str) -> None:
+        """Count one message dropped unanswered (``reason`` is one of the frontend's)."""
+        dropped = self.dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
+
+    def close(self, reason: str) -> None:
+        closed = self.closed
+        closed[reason] = closed.get(reason, 0) + 1
 
 
 def client_prefix(peer_id: bytes) -> bytes:
@@ -504,7 +554,8 @@ class StatsService:
         sampled = st.clients_sampled
         clients = sorted(st.clients.items(), key=lambda kv: kv[1], reverse=True)[: self.top_n]
         udp = st.udp
-        failures = _added(st.failures, udp.failures)
+        ws = st.websocket
+        failures = _added(st.failures, udp.failures, ws.failures)
         doc: dict[str, Any] = {
             "version": __version__,
             "build": compiled.BUILD,
@@ -535,7 +586,7 @@ class StatsService:
                 "total": announces,
                 "per_second_10s": round(a10, 3),
                 "per_second_60s": round(a60, 3),
-                "by_event": _by_event(st.events, udp.events),
+                "by_event": _by_event(st.events, udp.events, ws.events),
             },
             "scrapes": {
                 "total": st.scrapes,
@@ -557,8 +608,14 @@ class StatsService:
                 ],
             },
             "latency_ms": {
-                "announce": _latency(_added_histograms(st.announce_latency, udp.announce_latency)),
-                "scrape": _latency(_added_histograms(st.scrape_latency, udp.scrape_latency)),
+                "announce": _latency(
+                    _added_histograms(
+                        st.announce_latency, udp.announce_latency, ws.announce_latency
+                    )
+                ),
+                "scrape": _latency(
+                    _added_histograms(st.scrape_latency, udp.scrape_latency, ws.scrape_latency)
+                ),
             },
             "transports": {
                 "http": _transport(st.announce_latency, st.scrape_latency, st.events, st.failures),
@@ -570,6 +627,7 @@ class StatsService:
                     "bad_datagrams": _reasons(udp.bad),
                     "unsent_answers": udp.unsent,
                 },
+                "websocket": _websocket(ws),
             },
             "top_swarms": [
                 {
@@ -633,6 +691,20 @@ def _transport(
     }
 
 
+def _websocket(ws: WebSocketStats) -> dict[str, Any]:
+    return {
+        **_transport(ws.announce_latency, ws.scrape_latency, ws.events, ws.failures),
+        "connections": ws.open,
+        "connections_opened": ws.opened,
+        "upgrades_refused": ws.refused,
+        "closed": _reasons(ws.closed),
+        "offers_relayed": ws.offers,
+        "answers_relayed": ws.answers,
+        "undelivered": ws.undelivered,
+        "dropped": _reasons(ws.dropped),
+    }
+
+
 def _latency(h: Histogram) -> dict[str, Any]:
     count = h.count
 
@@ -671,10 +743,12 @@ class _Collector:
         peers.add_metric(["webrtc", "leecher"], ss.leechers_rtc)
         yield peers
         udp = st.udp
+        ws = st.websocket
         # (transport, announce histogram, scrape histogram, events, failures): HTTP first.
         transports = (
             ("http", st.announce_latency, st.scrape_latency, st.events, st.failures),
             ("udp", udp.announce_latency, udp.scrape_latency, udp.events, udp.failures),
+            ("websocket", ws.announce_latency, ws.scrape_latency, ws.events, ws.failures),
         )
         announces = CounterMetricFamily(
             "johnlocke_announces",
@@ -716,6 +790,27 @@ class _Collector:
             "UDP answers dropped because the socket's send buffer was full.",
             value=udp.unsent,
         )
+        yield GaugeMetricFamily(
+            "johnlocke_websocket_connections", "WebSocket (WebTorrent) connections open.", ws.open
+        )
+        relayed = CounterMetricFamily(
+            "johnlocke_websocket_relayed",
+            "WebRTC offers and answers relayed between WebSocket peers (kind), and those whose"
+            " peer had gone (undelivered).",
+            labels=["kind"],
+        )
+        relayed.add_metric(["offer"], ws.offers)
+        relayed.add_metric(["answer"], ws.answers)
+        relayed.add_metric(["undelivered"], ws.undelivered)
+        yield relayed
+        for name, text, counts in (
+            ("dropped", "WebSocket messages dropped unanswered, by reason.", ws.dropped),
+            ("closed", "WebSocket connections closed, by reason.", ws.closed),
+        ):
+            family = CounterMetricFamily(f"johnlocke_websocket_{name}", text, labels=["reason"])
+            for reason, n in counts.items():
+                family.add_metric([reason], n)
+            yield family
         clients = CounterMetricFamily(
             "johnlocke_client_announces",
             f"Sampled announces (1 in {st.client_sample}) by client peer_id prefix, top clients.",

@@ -69,8 +69,15 @@ class Tracker:
         self._max_new_swarms = lim.max_new_swarms_per_ip
         self._limited = bool(self._hold or self._max_per_ip or self._max_new_swarms)
 
-    async def announce(self, req: AnnounceRequest, ip: bytes, trusted: bool = False) -> Answer:
-        """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy."""
+    async def announce(
+        self, req: AnnounceRequest, ip: bytes, trusted: bool = False, endpoint: bytes | None = None
+    ) -> Answer:
+        """Apply one announce from ``ip`` (packed); ``trusted`` if it came via a trusted proxy.
+
+        ``endpoint`` is a WebSocket peer's 8-byte endpoint id (``johnlocke.websocket.relay``):
+        the peer is stored under it, in the WebRTC family, instead of ``ip`` and ``req.port``
+        (``ip`` still counts for the per-address budgets); a ``compact=0`` answer's peer_list
+        then pairs each chosen peer's endpoint with its peer_id."""
         info_hash = req.info_hash
         proto = 0
         if self.access.active:
@@ -78,7 +85,7 @@ class Tracker:
         source = ip
         if req.ip is not None and (trusted or self._allow_ip_param):
             ip = parse_ip(req.ip)
-        addr = ip + req.port.to_bytes(2, "big")
+        addr = ip + req.port.to_bytes(2, "big") if endpoint is None else endpoint
         key_hash = crc32(req.key) if req.key else 0
         if req.event == EVENT_STOPPED:
             complete, incomplete, downloaded = await self.store.remove(
@@ -227,6 +234,11 @@ class Tracker:
         stored = list(dict.fromkeys(k for _, k in keys))
         counts = {row[0]: row[1:] for row in await self.store.scrape(stored)}
         return [(asked, *counts[key]) for asked, key in keys]
+
+    async def leave(self, info_hash: bytes, peer_id: bytes, addr: bytes) -> None:
+        """Remove a peer whose transport is gone (a closed WebSocket: ``addr`` is its endpoint),
+        without access checks: it joined when it was admitted."""
+        await self.store.remove(self.access.rules.alias.get(info_hash, info_hash), peer_id, addr, 0)
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -81,6 +81,7 @@ from johnlocke.http import tls
 from johnlocke.logs import ACCESS_LOGGER, mask, mask_request
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
+from johnlocke.websocket.server import Hub
 
 log = logging.getLogger("johnlocke.http")
 
@@ -107,6 +108,8 @@ class Frontend:
         self.events = st.events
         self.announce_latency = st.announce_latency
         self.latency_counts = st.announce_latency.counts
+        # The WebSocket (WebTorrent) hub, set by build_app; upgrades of /announce go to it.
+        self.hub: Hub | None = None
 
     def client_ip(self, request: web.BaseRequest) -> tuple[bytes, bool]:
         """The peer's packed address, and whether it came from a trusted proxy's header."""
@@ -122,6 +125,10 @@ class Frontend:
         endpoint, passkey, query = parse_target(_target(request))
         if endpoint != _ANNOUNCE:
             return await self.route(request)
+        # The parser's own flag (Connection: upgrade with an Upgrade header), one attribute
+        # read; aiohttp's WebSocketResponse reads it the same way.
+        if request._message.upgrade and self.hub is not None:
+            return await self.websocket(request, passkey, query)
         t0 = perf_counter()  # stats
         try:
             ip, trusted = self.client_ip(request)
@@ -148,6 +155,19 @@ class Frontend:
         self.latency_counts[bisect_left(LATENCY_BOUNDS, dt)] += 1  # stats
         self.announce_latency.sum += dt  # stats
         return web.Response(body=body, content_type="text/plain")
+
+    async def websocket(
+        self, request: web.BaseRequest, passkey: bytes | None, query: bytes
+    ) -> web.StreamResponse:
+        """A WebSocket upgrade of an announce URL: a WebTorrent client (johnlocke.websocket)."""
+        assert self.hub is not None
+        try:
+            ip, _ = self.client_ip(request)
+        except ClientError as exc:
+            raise web.HTTPBadRequest(text=exc.reason + "\n") from None
+        if passkey is None:
+            passkey = _query_value(query, b"passkey")
+        return await self.hub.upgrade(request, ip, passkey)
 
     async def scrape(self, request: web.BaseRequest) -> web.StreamResponse:
         endpoint, passkey, query = parse_target(_target(request))
@@ -238,11 +258,16 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 def _query_token(query: bytes) -> bytes | None:
     """The ``token`` of a query, as bytes; None if there is none or the query is unreadable."""
+    return _query_value(query, b"token")
+
+
+def _query_value(query: bytes, key: bytes) -> bytes | None:
+    """The last value of ``key`` in a query, as bytes; None if none or the query is unreadable."""
     try:
         pairs = protocol.split_query(query)
     except ClientError:
         return None
-    return next((value for name, value in reversed(pairs) if name == b"token"), None)
+    return next((value for name, value in reversed(pairs) if name == key), None)
 
 
 def _forbidden() -> web.Response:
@@ -334,9 +359,10 @@ FRONTEND = web.AppKey("frontend", Frontend)
 
 
 def build_app(
-    tracker: Tracker, config: Config, service: StatsService | None = None
+    tracker: Tracker, config: Config, service: StatsService | None = None, hub: Hub | None = None
 ) -> web.Application:
-    """The tracker's app. Without ``service``, the app makes and runs its own StatsService."""
+    """The tracker's app. Without ``service`` (or ``hub``), the app makes and runs its own
+    StatsService (WebSocket hub)."""
     app = web.Application()
     if service is None:
         own = service = StatsService(tracker.store, config)
@@ -351,6 +377,23 @@ def build_app(
         app.on_cleanup.append(stop_stats)
     frontend = Frontend(tracker, config, service)
     app[FRONTEND] = frontend
+    if hub is None:
+        own_hub = hub = Hub(tracker, config, service)
+
+        async def start_hub(_app: web.Application) -> None:
+            await own_hub.start()
+
+        async def stop_hub(_app: web.Application) -> None:
+            await own_hub.stop()
+
+        app.on_startup.append(start_hub)
+        app.on_cleanup.append(stop_hub)
+    frontend.hub = hub
+
+    async def close_websockets(_app: web.Application) -> None:
+        hub.close_all()  # first thing on shutdown: browsers are told, their peers leave
+
+    app.on_shutdown.append(close_websockets)
     # HEAD is not served where a GET changes the swarm: 405, and nothing changes.
     app.router.add_get("/announce", frontend.announce, allow_head=False)
     app.router.add_get("/scrape", frontend.scrape, allow_head=False)
@@ -462,6 +505,8 @@ class _Limits:
         self.waiting: dict[_Guard, None] = {}
         # Connections served and waiting for their next request, longest idle first.
         self.idle: dict[_Guard, None] = {}
+        # Connections taken over as WebSockets: outside the cap (johnlocke.websocket has its own).
+        self.upgraded: dict[_Guard, None] = {}
         self.per_address: dict[bytes, int] = {}
         self.evicted = 0
         self.reclaimed = 0
@@ -514,6 +559,7 @@ class _Guard(asyncio.Protocol):
 
     __slots__ = (
         "limits", "make", "inner", "transport", "timer", "seen", "tail", "state", "group",
+        "websocket",
     )  # fmt: skip
 
     def __init__(self, limits: _Limits, make: Callable[[], asyncio.Protocol]) -> None:
@@ -526,6 +572,7 @@ class _Guard(asyncio.Protocol):
         self.tail = b""
         self.state = _BUSY
         self.group: bytes | None = None
+        self.websocket = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self.limits
@@ -571,7 +618,7 @@ class _Guard(asyncio.Protocol):
 
     def answered(self) -> None:
         """aiohttp has written an answer: the connection waits for its next request."""
-        if self.transport is None:
+        if self.transport is None or self.websocket:
             return
         if self.state:
             if self.state == _IDLE:
@@ -581,6 +628,19 @@ class _Guard(asyncio.Protocol):
                 self._release_timer()  # answered before its head was complete: an error
         self.state = _IDLE
         self.limits.idle[self] = None
+
+    def upgraded(self, inner: asyncio.Protocol) -> None:
+        """The connection is a WebSocket now (``johnlocke.websocket``): ``inner`` gets its events
+        from here on; it leaves the HTTP cap and is never closed to make room."""
+        limits = self.limits
+        self._release_timer()
+        if self.state == _IDLE:
+            del limits.idle[self]
+        self.state = _BUSY
+        if limits.open.pop(self, 0) is None:
+            limits.upgraded[self] = None
+        self.websocket = True
+        self.inner = inner
 
     def _watch(self, data: bytes) -> None:
         buf = self.tail + data
@@ -629,7 +689,8 @@ class _Guard(asyncio.Protocol):
         if self.state == _IDLE:
             del self.limits.idle[self]
         self._release_timer()
-        if self.limits.open.pop(self, 0) is None:
+        limits = self.limits
+        if limits.open.pop(self, 0) is None or limits.upgraded.pop(self, 0) is None:
             self._ungroup()
 
     def drop(self, abort: bool = False) -> None:
@@ -779,7 +840,8 @@ async def start(
 
     ``reuse_port``: share the port with the other worker processes (SO_REUSEPORT); ``port``
     overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
-    _raise_open_file_limit(config.http.max_connections)
+    w = config.webtorrent
+    _raise_open_file_limit(config.http.max_connections + (w.max_connections if w.enabled else 0))
     http = config.http
     limits = _Limits(
         http.max_connections,

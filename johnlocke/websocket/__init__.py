@@ -1,0 +1,1 @@
+"""The WebSocket (WebTorrent) frontend: frames, messages and the hub that relays them."""
