@@ -74,9 +74,11 @@ def served_cert(conn: http.client.HTTPSConnection) -> bytes:
     return der
 
 
-def test_announce_and_scrape_over_https(tmp_path, ca):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_announce_and_scrape_over_https(tmp_path, ca, loop):
     issue(ca, tmp_path)
-    with run_daemon(TLS, workdir=tmp_path, scheme="https") as d:
+    config = TLS + f'event_loop = "{loop}"\n'
+    with run_daemon(config, workdir=tmp_path, scheme="https") as d:
         d.wait_for_log(rf"listening on https://127\.0\.0\.1:{d.port} ")
         ctx = client_context(ca)
         with urllib.request.urlopen(d.url + announce_path(1), context=ctx, timeout=5) as r:
@@ -85,10 +87,13 @@ def test_announce_and_scrape_over_https(tmp_path, ca):
         scrape = d.url + "/scrape?info_hash=" + urllib.parse.quote(b"\x22" * 20)
         with urllib.request.urlopen(scrape, context=ctx, timeout=5) as r:
             assert bencodepy.decode(r.read())[b"files"][b"\x22" * 20][b"complete"] == 1
+        conn = connect(d, ctx)  # keep-alive: several requests on one TLS connection
+        assert [get(conn, announce_path(n))[b"complete"] for n in (2, 3)] == [2, 3]
+        conn.close()
         # Plain HTTP on the TLS port gets no answer.
         plain = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
         with pytest.raises((OSError, http.client.HTTPException)):
-            get(plain, announce_path(2))
+            get(plain, announce_path(9))
         plain.close()
 
 
@@ -252,3 +257,54 @@ def test_turning_tls_on_needs_a_restart(tmp_path, ca):
         with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
             s.sendall(b"GET " + announce_path(1).encode() + b" HTTP/1.0\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.0 200")  # still plain HTTP
+
+
+def _closed_soon(sock: socket.socket, within: float) -> bool:
+    """Whether the tracker closes ``sock`` (which sends nothing) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(100) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_handshakes_count_against_the_connections_per_address(tmp_path, ca):
+    """A connection in its TLS handshake holds one of its address's connections: more than
+    [http] max_connections_per_ip from one address are closed at once, handshake or not."""
+    issue(ca, tmp_path)
+    config = TLS + "request_timeout = 30\nmax_connections_per_ip = 2\n"
+    with run_daemon(config, workdir=tmp_path, scheme="https") as d:
+        silent = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(4)]
+        try:
+            assert [_closed_soon(s, 1.0) for s in silent[2:]] == [True, True]
+            assert [_closed_soon(s, 0.3) for s in silent[:2]] == [False, False]
+        finally:
+            for s in silent:
+                s.close()
+        conn = connect(d, client_context(ca))  # the address's share is free again
+        assert b"failure reason" not in get(conn, announce_path(1))
+        conn.close()
+
+
+def test_unfinished_handshakes_make_room_for_a_real_client_at_the_cap(tmp_path, ca):
+    """At [http] max_connections, the oldest connection that has not finished its handshake is
+    closed for a newcomer, as one that never sent a request would be."""
+    issue(ca, tmp_path)
+    config = TLS + "request_timeout = 30\nmax_connections = 3\nmax_connections_per_ip = 0\n"
+    with run_daemon(config, workdir=tmp_path, scheme="https") as d:
+        silent = []
+        for _ in range(3):
+            silent.append(socket.create_connection(("127.0.0.1", d.port), timeout=5))
+            time.sleep(0.1)  # accepted in this order
+        try:
+            time.sleep(1.2)  # past the grace a new connection gets
+            conn = connect(d, client_context(ca))
+            assert b"failure reason" not in get(conn, announce_path(1))
+            conn.close()
+            assert _closed_soon(silent[0], 2.0)
+            assert not _closed_soon(silent[2], 0.3)
+        finally:
+            for s in silent:
+                s.close()

@@ -599,6 +599,10 @@ class _Guard(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(limits.request_timeout, self._expire)
         self.state = _NEW
         limits.waiting[self] = None
+        self._serve(transport)
+
+    def _serve(self, transport: asyncio.BaseTransport) -> None:
+        """Hand the connection, counted and timed, to aiohttp's handler."""
         self.inner = inner = self.make()
         if isinstance(inner, _Handler):
             inner.guard = self
@@ -726,6 +730,74 @@ class _Guard(asyncio.Protocol):
             self.inner.resume_writing()
 
 
+class _TlsGuard(_Guard):
+    """A TLS connection, counted from the moment it is accepted.
+
+    The listener accepts plain TCP and the guard runs the handshake itself (``start_tls``), so a
+    handshake holds one of the connections ``_Limits`` allows, from its address's share, and its
+    first-request deadline covers handshake and request head together: connections that never
+    finish a handshake are evicted, timed out and refused like any that never send a request.
+    The guard is the TLS layer's protocol, so it sees the decrypted bytes; what arrives between
+    the end of the handshake and aiohttp's handler taking over is kept for the handler.
+    """
+
+    __slots__ = ("context", "handshake_timeout", "early", "task")
+
+    def __init__(
+        self,
+        limits: _Limits,
+        make: Callable[[], asyncio.Protocol],
+        context: ssl.SSLContext,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(limits, make)
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.early: list[bytes] | None = []
+        self.task: asyncio.Task[None] | None = None
+
+    def _serve(self, transport: asyncio.BaseTransport) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, raw: asyncio.BaseTransport) -> None:
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                raw,  # type: ignore[arg-type]
+                self,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+        except Exception as exc:  # a failed handshake, or the guard closed it meanwhile
+            log.debug("TLS handshake failed: %r", exc)
+            self.drop()
+            return
+        finally:
+            self.task = None
+        if self.transport is None or secure is None:  # closed after the handshake was done
+            if secure is not None:
+                secure.close()
+            return
+        self.transport = secure  # type: ignore[assignment]
+        super()._serve(secure)
+        early, self.early = self.early, None
+        for data in early or ():
+            if self.inner is None:
+                break
+            self.inner.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.early is None:
+            _Guard.data_received(self, data)
+            return
+        # Decrypted before aiohttp's handler exists: watched, and kept for it.
+        if self.state == _NEW:
+            self._watch(data)
+            if self.transport is None:
+                return
+        self.early.append(data)
+
+
 class _Handler(web.RequestHandler):
     """aiohttp's connection handler, telling its guard when an answer has been written.
 
@@ -780,6 +852,7 @@ class _GuardedRunner(web.AppRunner):
         self.limits = limits
         self.shutdown_timeout = shutdown_timeout
         self._factory: Callable[[], asyncio.Protocol] | None = None
+        self._make: Callable[[], asyncio.Protocol] | None = None
         self._for: web.Server | None = None
 
     @property
@@ -792,8 +865,16 @@ class _GuardedRunner(web.AppRunner):
             # What web.Server() does to make a connection's handler, with our subclass.
             make = functools.partial(_Handler, inner, loop=inner._loop, **inner._kwargs)
             self._factory = functools.partial(_Guard, self.limits, make)
+            self._make = make
             self._for = inner
         return self._factory
+
+    def tls_server(self, context: ssl.SSLContext, handshake_timeout: float) -> Any:
+        """The protocol factory of a TLS listener (``johnlocke.http.tls.Site``), which accepts
+        plain TCP: each ``_TlsGuard`` runs its own handshake."""
+        if self.server is None:
+            return None
+        return functools.partial(_TlsGuard, self.limits, self._make, context, handshake_timeout)
 
     async def cleanup(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,11 +7,11 @@ A new pair is loaded into a scratch context first, so a missing, unreadable, mal
 encrypted or mismatched file is refused with the running certificate left as it was; every
 refusal names the key (``[http] tls_cert`` or ``tls_key``) and the file.
 
-The connection guard of ``johnlocke.http.server`` sees a TLS connection only once its handshake
-is done, and asyncio gives a handshake 60 seconds: a client that connects and sends nothing would
-hold its socket that long, uncounted. ``Site`` gives the handshake ``[http] request_timeout``
-instead (aiohttp's ``TCPSite`` has no setting for it); the guard's own deadline for the first
-request starts after it.
+A TLS listener accepts plain TCP and the connection guard of ``johnlocke.http.server`` runs the
+handshake (``_TlsGuard``): a connection is counted against ``[http] max_connections`` and its
+address's share from the moment it is accepted, and ``[http] request_timeout`` covers the
+handshake and the first request head together (asyncio alone would give a handshake 60 seconds,
+uncounted).
 """
 
 from __future__ import annotations
@@ -129,13 +129,12 @@ class Site(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
+        # Plain TCP: the connection guard runs each handshake itself, inside its caps.
         self._server = await asyncio.get_running_loop().create_server(
-            self._runner.server,  # type: ignore[arg-type]
+            self._runner.tls_server(self._ssl_context, self._handshake_timeout),  # type: ignore[attr-defined]
             self._host,
             self._port,
-            ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
             reuse_port=self._reuse_port or None,
-            ssl_handshake_timeout=self._handshake_timeout,
         )
