@@ -104,13 +104,15 @@ def test_parse_returns_a_valid_message_or_a_message_error(text, max_offers):
         return
     req = msg.request
     assert len(req.info_hash) == 20 and len(req.peer_id) == 20
+    if msg.answer is not None:  # a relayed answer: no announce, no offers
+        assert isinstance(json.loads(msg.answer), dict) and len(msg.to_peer_id) == 20
+        assert msg.offers is None
+        return
     assert min(req.uploaded, req.downloaded, req.left) >= 0
     assert req.numwant == len(msg.offers or ())
     assert len(msg.offers or ()) <= max_offers
     for offer_id, offer in msg.offers or ():
         assert len(offer_id) == 20 and isinstance(offer, dict)
-    if msg.answer is not None:
-        assert isinstance(json.loads(msg.answer), dict) and len(msg.to_peer_id) == 20
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:

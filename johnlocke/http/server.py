@@ -741,7 +741,7 @@ class _TlsGuard(_Guard):
     the end of the handshake and aiohttp's handler taking over is kept for the handler.
     """
 
-    __slots__ = ("context", "handshake_timeout", "early", "task")
+    __slots__ = ("context", "handshake_timeout", "early")
 
     def __init__(
         self,
@@ -754,26 +754,38 @@ class _TlsGuard(_Guard):
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.early: list[bytes] | None = []
-        self.task: asyncio.Task[None] | None = None
 
     def _serve(self, transport: asyncio.BaseTransport) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        # start_tls runs here, inside connection_made, up to its wait for the handshake: the TLS
+        # layer is the socket's protocol before a byte can be read (a task would start it a loop
+        # turn later, and uvloop would hand the client's hello to this protocol meanwhile).
+        coro = asyncio.get_running_loop().start_tls(
+            transport,  # type: ignore[arg-type]
+            self,
+            self.context,
+            server_side=True,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )
+        self._step(coro)
 
-    async def _handshake(self, raw: asyncio.BaseTransport) -> None:
+    def _step(self, coro: Any) -> None:
+        """Run ``start_tls`` on to its next wait, as a task would, without a task per handshake."""
         try:
-            secure = await asyncio.get_running_loop().start_tls(
-                raw,  # type: ignore[arg-type]
-                self,
-                self.context,
-                server_side=True,
-                ssl_handshake_timeout=self.handshake_timeout,
-            )
+            waiting = coro.send(None)
+        except StopIteration as done:
+            self._secured(done.value)
+            return
         except Exception as exc:  # a failed handshake, or the guard closed it meanwhile
             log.debug("TLS handshake failed: %r", exc)
             self.drop()
             return
-        finally:
-            self.task = None
+        if waiting is None:  # a bare yield: again on the next turn
+            asyncio.get_running_loop().call_soon(self._step, coro)
+            return
+        waiting._asyncio_future_blocking = False
+        waiting.add_done_callback(lambda _: self._step(coro))
+
+    def _secured(self, secure: asyncio.BaseTransport | None) -> None:
         if self.transport is None or secure is None:  # closed after the handshake was done
             if secure is not None:
                 secure.close()
