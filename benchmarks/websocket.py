@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=200, help="sockets sending announces (200)")
     p.add_argument("--swarms", type=int, default=20, help="their swarms (20)")
     p.add_argument("--idle", type=int, help="idle sockets held (10000)")
+    p.add_argument(
+        "--throughput-only", action="store_true", help="announces only (no idle sockets)"
+    )
     p.add_argument("--no-install", action="store_true", help="do not npm/apt install anything")
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -110,24 +113,28 @@ def throughput(srv: bl.Server, npm_dir: Path, args: argparse.Namespace) -> dict:
     proc = load(npm_dir, "throughput", "--url", url, "--conns", str(args.conns), "--swarms",
                 str(args.swarms), "--offers", "5", "--seconds", str(args.seconds))  # fmt: skip
     assert proc.stdout is not None
-    cpu0 = cpu1 = None
+    cpu0 = cpu1 = gen0 = gen1 = None
     result = None
     for line in proc.stdout:
         doc = json.loads(line)
         if doc.get("window") == "start":
             cpu0 = bl.cpu_seconds(srv.pid)
+            gen0 = bl.cpu_seconds(proc.pid)
         elif doc.get("window") == "end":
             cpu1 = bl.cpu_seconds(srv.pid)
+            gen1 = bl.cpu_seconds(proc.pid)
         else:
             result = doc
     proc.wait(60)
-    if result is None or cpu0 is None or cpu1 is None:
+    if result is None or None in (cpu0, cpu1, gen0, gen1):
         raise SystemExit(f"the load generator failed: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-    cpu = max(cpu1 - cpu0, 1e-9)
+    cpu = max(cpu1 - cpu0, 1e-9)  # type: ignore[operator]
     return {
         "per_second": result["rate"],
         "per_cpu_second": result["announces"] / cpu,
         "cpu_share": cpu / result["seconds"],
+        # The generator's share of its core: near 1.0, it (not the tracker) sets the pace.
+        "load_cpu_share": (gen1 - gen0) / result["seconds"],  # type: ignore[operator]
         "offers_per_announce": result["offers_received"] / max(1, result["announces"]),
         "failures": result["failures"],
     }
@@ -254,14 +261,20 @@ def main() -> int:
                 srv = start_tracker(kind, npm_dir, workdir, procs)
                 t = throughput(srv, npm_dir, args)
                 procs.stop(srv.proc)  # type: ignore[arg-type]
+                line = (
+                    f"round {r + 1} {kind}: {t['per_second']:,.0f}/s,"
+                    f" {t['per_cpu_second']:,.0f}/CPU s (tracker {t['cpu_share']:.0%} of its core,"
+                    f" generator {t['load_cpu_share']:.0%} of its)"
+                )
+                if args.throughput_only:
+                    runs[kind].append({"throughput": t})
+                    bl.log(line)
+                    continue
                 srv = start_tracker(kind, npm_dir, workdir, procs)
                 i = idle(srv, npm_dir, args, probe=kind == "johnlocke")
                 procs.stop(srv.proc)  # type: ignore[arg-type]
                 runs[kind].append({"throughput": t, "idle": i})
-                line = (
-                    f"round {r + 1} {kind}: {t['per_second']:,.0f}/s,"
-                    f" {t['per_cpu_second']:,.0f}/CPU s, idle {i['bytes_per_socket']:,.0f} B/socket"
-                )
+                line += f", idle {i['bytes_per_socket']:,.0f} B/socket"
                 if "http_with_sockets" in i:
                     line += f", HTTP p99 {i['http_with_sockets']['p99_ms']:.2f} ms"
                     line += f", UDP p99 {i['udp_with_sockets']['p99_ms']:.2f} ms"
@@ -279,13 +292,18 @@ def main() -> int:
     jl, bt = "johnlocke", "bittorrent-tracker"
     rate = (med(jl, ("throughput", "per_second")), med(bt, ("throughput", "per_second")))
     cpu = (med(jl, ("throughput", "per_cpu_second")), med(bt, ("throughput", "per_cpu_second")))
-    mem = (med(jl, ("idle", "bytes_per_socket")), med(bt, ("idle", "bytes_per_socket")))
     ratios = [
         r[jl]["throughput"]["per_second"] / r[bt]["throughput"]["per_second"]
         for r in (
             dict(zip(kinds, pair, strict=True)) for pair in zip(runs[jl], runs[bt], strict=True)
         )
     ]
+    if args.throughput_only:
+        print(f"\nannounces with 5 offers /s: {rate[0]:,.0f} vs {rate[1]:,.0f}")
+        print(f"ratio {rate[0] / rate[1]:.2f}x, per CPU s {cpu[0] / cpu[1]:.2f}x")
+        print(f"per-round throughput ratios: {', '.join(f'{x:.2f}x' for x in ratios)}")
+        return 0
+    mem = (med(jl, ("idle", "bytes_per_socket")), med(bt, ("idle", "bytes_per_socket")))
     growth = max(run["idle"]["growth_mib"] for run in runs[jl])
     p99 = max(run["idle"]["http_with_sockets"]["p99_ms"] for run in runs[jl])
     p99_alone = max(run["idle"]["http_alone"]["p99_ms"] for run in runs[jl])

@@ -85,8 +85,11 @@ class _Upgraded(web.StreamResponse):
         return None
 
 
-class Connection(asyncio.Protocol):
-    """One browser's socket: frames in, messages to the hub, text frames out."""
+class Connection:
+    """One browser's socket: frames in, messages to the hub, text frames out.
+
+    An ``asyncio.Protocol`` by its methods (no base class: the compiled build makes it an
+    extension type, whose attributes the hot path reads as struct members)."""
 
     __slots__ = (
         "hub",
@@ -419,6 +422,13 @@ class Hub:
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
         text: bytes,
     ) -> bool:  # fmt: skip
+        return self._offer_here(target, offer_id, (offerer, peer_id, info_hash, self._now), text)
+
+    def _offer_here(
+        self, target: bytes, offer_id: str, made: tuple[bytes, bytes, bytes, float], text: bytes
+    ) -> bool:
+        """An offer (``text``) for this process's connection ``target``; ``made`` is who made
+        it (offerer endpoint, peer_id, info_hash, when), remembered for the answer."""
         conn = self.conns.get(target)
         if conn is None or conn.closing or conn.transport is None:
             return False
@@ -434,7 +444,7 @@ class Hub:
             pending = conn.pending = {}
         elif len(pending) >= _MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[offer_id] = (offerer, peer_id, info_hash, self._now)
+        pending[offer_id] = made
         return True
 
     # --- messages ----------------------------------------------------------------------------
@@ -535,23 +545,23 @@ class Hub:
         peers = answer.peer_list
         if not offers or not peers:
             return
-        ih_text = msg.info_hash_text
-        pid_text = msg.peer_id_text
-        encode = codec.encode_offer
+        endpoint = conn.endpoint
         relay = self.relay
         tag = relay.tag
-        local = self.deliver_offer  # this process's sockets: no relay in between
-        self._now = monotonic()
+        self._now = now = monotonic()
+        # What every offer of this announce shares: who made it (one tuple, kept by each
+        # recipient for the answer) and the start of the message that relays it.
+        made = (endpoint, req.peer_id, req.info_hash, now)
+        head = codec.offer_head(msg.info_hash_text, msg.peer_id_text)
+        encode = codec.encode_offer_after
         stale = None
         sent = 0
         for (offer_id, offer), (target, peer_id) in zip(offers, peers, strict=False):
-            text = encode(ih_text, pid_text, offer_id, offer)
-            if target[:4] == tag:
-                delivered = local(target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text)
+            text = encode(head, offer_id, offer)
+            if target[:4] == tag:  # this process's sockets: no relay in between
+                delivered = self._offer_here(target, offer_id, made, text)
             else:
-                delivered = relay.offer(
-                    target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text
-                )
+                delivered = relay.offer(target, endpoint, offer_id, made[1], made[2], text)
             if delivered:
                 sent += 1
             else:
