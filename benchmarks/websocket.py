@@ -58,6 +58,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--throughput-only", action="store_true", help="announces only (no idle sockets)"
     )
+    p.add_argument(
+        "--uvloop", action="store_true", help='also JohnLocke with [http] event_loop = "uvloop"'
+    )
     p.add_argument("--no-install", action="store_true", help="do not npm/apt install anything")
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -74,11 +77,12 @@ def raise_fd_limit() -> None:
 
 
 def start_tracker(kind: str, npm_dir: Path, workdir: Path, procs: bl.Processes) -> bl.Server:
-    if kind == "johnlocke":
-        srv = bl.johnlocke_server("johnlocke", workdir, extra_toml=JOHNLOCKE_TOML)
+    if kind.startswith("johnlocke"):
+        loop = "uvloop" if kind == "johnlocke-uvloop" else "asyncio"
+        srv = bl.johnlocke_server(kind, workdir, event_loop=loop, extra_toml=JOHNLOCKE_TOML)
         # Every generated socket comes from 127.0.0.1: no per-address connection cap; UDP on
         # (for its latency probe); no snapshot carried from one start to the next.
-        config = workdir / "johnlocke.toml"
+        config = workdir / f"{kind}.toml"
         text = config.read_text()
         text = text.replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
         text = text.replace("[udp]\nenabled = false\n", "[udp]\nenabled = true\n", 1)
@@ -252,6 +256,8 @@ def main() -> int:
         (npm_dir / name).write_bytes((HERE / name).read_bytes())
     workdir = bl.RESULTS / "websocket"
     kinds = ["johnlocke", "bittorrent-tracker"]
+    if args.uvloop:
+        kinds.insert(1, "johnlocke-uvloop")
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     bl.log(f"{note}; {args.rounds} rounds; other load: {bl.other_load(1.0)[0]:.2f} cores busy")
     with bl.Processes() as procs:
@@ -266,7 +272,7 @@ def main() -> int:
                     f" {t['per_cpu_second']:,.0f}/CPU s (tracker {t['cpu_share']:.0%} of its core,"
                     f" generator {t['load_cpu_share']:.0%} of its)"
                 )
-                if args.throughput_only:
+                if args.throughput_only or kind == "johnlocke-uvloop":
                     runs[kind].append({"throughput": t})
                     bl.log(line)
                     continue
@@ -292,16 +298,23 @@ def main() -> int:
     jl, bt = "johnlocke", "bittorrent-tracker"
     rate = (med(jl, ("throughput", "per_second")), med(bt, ("throughput", "per_second")))
     cpu = (med(jl, ("throughput", "per_cpu_second")), med(bt, ("throughput", "per_cpu_second")))
-    ratios = [
-        r[jl]["throughput"]["per_second"] / r[bt]["throughput"]["per_second"]
-        for r in (
-            dict(zip(kinds, pair, strict=True)) for pair in zip(runs[jl], runs[bt], strict=True)
-        )
-    ]
+
+    def round_ratios(ours: str) -> str:
+        pairs = zip(runs[ours], runs[bt], strict=True)
+        per = [a["throughput"]["per_second"] / b["throughput"]["per_second"] for a, b in pairs]
+        return ", ".join(f"{x:.2f}x" for x in per)
+
+    uv = "johnlocke-uvloop"
+    if uv in runs:
+        uv_rate = med(uv, ("throughput", "per_second"))
+        uv_cpu = med(uv, ("throughput", "per_cpu_second"))
+        print(f"\nwith event_loop = uvloop: {uv_rate:,.0f}/s = {uv_rate / rate[1]:.2f}x,"
+              f" {uv_cpu:,.0f}/CPU s = {uv_cpu / cpu[1]:.2f}x;"
+              f" per round: {round_ratios(uv)}")  # fmt: skip
     if args.throughput_only:
         print(f"\nannounces with 5 offers /s: {rate[0]:,.0f} vs {rate[1]:,.0f}")
         print(f"ratio {rate[0] / rate[1]:.2f}x, per CPU s {cpu[0] / cpu[1]:.2f}x")
-        print(f"per-round throughput ratios: {', '.join(f'{x:.2f}x' for x in ratios)}")
+        print(f"per-round throughput ratios: {round_ratios(jl)}")
         return 0
     mem = (med(jl, ("idle", "bytes_per_socket")), med(bt, ("idle", "bytes_per_socket")))
     growth = max(run["idle"]["growth_mib"] for run in runs[jl])
@@ -318,7 +331,7 @@ def main() -> int:
         (f"memory per idle socket ({args.idle:,})", mem, " B"),
     ):
         print(f"| {name} | {ours:,.0f}{unit} | {theirs:,.0f}{unit} | {ours / theirs:.2f}x |")
-    print(f"\nper-round throughput ratios: {', '.join(f'{x:.2f}x' for x in ratios)}")
+    print(f"\nper-round throughput ratios: {round_ratios(jl)}")
     print(f"JohnLocke RSS growth at {args.idle:,} sockets (worst round): {growth:.1f} MiB")
     print(f"HTTP announce p99 with them open (worst round): {p99:.2f} ms (alone: {p99_alone:.2f})")
     print(

@@ -51,6 +51,14 @@ from johnlocke.logs import mask
 from johnlocke.stats import INTERNAL_REASON, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket import codec, frames
+from johnlocke.websocket.codec import (
+    Announce,
+    encode_announce,
+    encode_offer_after,
+    offer_head,
+    parse,
+)
+from johnlocke.websocket.frames import encode_text
 from johnlocke.websocket.relay import LocalRelay, Relay
 
 log = logging.getLogger("johnlocke.websocket")
@@ -222,10 +230,10 @@ class Connection:
             return False
         out = self.out
         if out is None:
-            self.out = [frames.encode_text(text)]
+            self.out = [encode_text(text)]
             self.hub.dirty(self)
         else:
-            out.append(frames.encode_text(text))
+            out.append(encode_text(text))
         return True
 
     def _write(self, frame: bytes) -> bool:
@@ -435,10 +443,10 @@ class Hub:
         # Connection.send, inlined: this runs for every offer relayed.
         out = conn.out
         if out is None:
-            conn.out = [frames.encode_text(text)]
+            conn.out = [encode_text(text)]
             self.dirty(conn)
         else:
-            out.append(frames.encode_text(text))
+            out.append(encode_text(text))
         pending = conn.pending
         if pending is None:
             pending = conn.pending = {}
@@ -480,7 +488,7 @@ class Hub:
         stats = self.stats
         t0 = perf_counter()
         try:
-            msg = codec.parse(text, self.max_offers)
+            msg = parse(text, self.max_offers)
         except codec.MessageError as exc:
             stats.fail(exc.reason)
             conn.send(codec.encode_failure(exc.reason, exc.action, exc.info_hash))
@@ -536,15 +544,27 @@ class Hub:
             joined.append(key)
         warning = answer.warning.decode() if answer.warning else None
         conn.send(
-            codec.encode_announce(
+            encode_announce(
                 msg.info_hash_text, answer.interval, answer.min_interval, answer.complete,
                 answer.incomplete, warning,
             )
         )  # fmt: skip
-        offers = msg.offers
-        peers = answer.peer_list
-        if not offers or not peers:
+        if not msg.offers or not answer.peer_list:
             return
+        stale = self._relay_offers(conn, msg, answer.peer_list)
+        if stale is not None:
+            # Nobody holds these endpoints any more (a socket that just closed, or a process
+            # that is gone): they leave the swarm instead of taking offers until they expire.
+            self.stats.undelivered += len(stale)
+            for target, peer_id in stale:
+                await self.tracker.leave(req.info_hash, peer_id, target)
+
+    def _relay_offers(
+        self, conn: Connection, msg: Announce, peers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Each offer of ``msg`` to one of ``peers`` (the strategy's picks); the peers it could
+        not reach (None: all were reached)."""
+        req = msg.request
         endpoint = conn.endpoint
         relay = self.relay
         tag = relay.tag
@@ -552,12 +572,11 @@ class Hub:
         # What every offer of this announce shares: who made it (one tuple, kept by each
         # recipient for the answer) and the start of the message that relays it.
         made = (endpoint, req.peer_id, req.info_hash, now)
-        head = codec.offer_head(msg.info_hash_text, msg.peer_id_text)
-        encode = codec.encode_offer_after
+        head = offer_head(msg.info_hash_text, msg.peer_id_text)
         stale = None
         sent = 0
-        for (offer_id, offer), (target, peer_id) in zip(offers, peers, strict=False):
-            text = encode(head, offer_id, offer)
+        for (offer_id, offer), (target, peer_id) in zip(msg.offers, peers, strict=False):
+            text = encode_offer_after(head, offer_id, offer)
             if target[:4] == tag:  # this process's sockets: no relay in between
                 delivered = self._offer_here(target, offer_id, made, text)
             else:
@@ -569,12 +588,7 @@ class Hub:
                     stale = []
                 stale.append((target, peer_id))
         self.stats.offers += sent
-        if stale is not None:
-            # Nobody holds these endpoints any more (a socket that just closed, or a process
-            # that is gone): they leave the swarm instead of taking offers until they expire.
-            self.stats.undelivered += len(stale)
-            for target, peer_id in stale:
-                await self.tracker.leave(req.info_hash, peer_id, target)
+        return stale
 
     def _answer(self, conn: Connection, msg: codec.Announce) -> None:
         pending = conn.pending
