@@ -5,6 +5,7 @@
 
 import cython
 
+from johnlocke.bittorrent cimport AnnounceRequest, Answer
 from johnlocke.websocket.codec cimport Announce
 from johnlocke.websocket.frames cimport FrameReader
 
@@ -43,13 +44,20 @@ cdef class Hub:
     cdef public Py_ssize_t send_buffer_limit
 
     cpdef dirty(self, Connection conn)
+    @cython.locals(conn=Connection, dirty=list, out=list)
     cpdef flush(self)
+    @cython.locals(conn=Connection)
     cpdef bint deliver(self, bytes target, bytes text)
     cpdef bint deliver_offer(self, bytes target, bytes offerer, str offer_id, bytes peer_id,
                              bytes info_hash, bytes text)
+    @cython.locals(joined=list)
+    cpdef bytes _may_join(self, Connection conn, AnnounceRequest req)
+    cpdef list _announced(self, Connection conn, Announce msg, Answer answer, list joined,
+                          bytes key)
     @cython.locals(sent=Py_ssize_t, target=bytes, text=bytes, head=bytes, made=tuple,
                    delivered=bint, stale=list)
     cpdef list _relay_offers(self, Connection conn, Announce msg, list peers)
+    @cython.locals(conn=Connection, out=list, pending=dict)
     cpdef bint _offer_here(self, bytes target, str offer_id, tuple made, bytes text)
     cpdef run(self, Connection conn, bytes text)
     cpdef forget(self, Connection conn)

@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from johnlocke import store as store_contract
-from johnlocke.bittorrent import EVENT_STOPPED
+from johnlocke.bittorrent import EVENT_STOPPED, AnnounceRequest, Answer
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import mask
@@ -525,17 +525,38 @@ class Hub:
             raise ClientError(conn.refused)
         req = msg.request
         req.passkey = conn.passkey
-        key = req.info_hash + req.peer_id
         joined = conn.joined
-        stopped = req.event == EVENT_STOPPED
-        if not stopped and (joined is None or key not in joined):
+        key = self._may_join(conn, req)
+        answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
+        stale = self._announced(conn, msg, answer, joined, key)
+        if stale is not None:
+            # Nobody holds these endpoints any more (a socket that just closed, or a process
+            # that is gone): they leave the swarm instead of taking offers until they expire.
+            self.stats.undelivered += len(stale)
+            for target, peer_id in stale:
+                await self.tracker.leave(req.info_hash, peer_id, target)
+
+    def _may_join(self, conn: Connection, req: AnnounceRequest) -> bytes:
+        """The key of the swarm ``req`` is for in ``conn.joined``; ClientError if joining it
+        would pass the cap on swarms per connection."""
+        key: bytes = req.info_hash + req.peer_id
+        joined = conn.joined
+        if req.event != EVENT_STOPPED and (joined is None or key not in joined):
             if joined is not None and len(joined) >= self.max_swarms:
                 raise ClientError(
                     f"too many torrents on one connection (at most {self.max_swarms})"
                 )
-        answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
-        self.stats.events[req.event] += 1
-        if stopped:
+        return key
+
+    def _announced(
+        self, conn: Connection, msg: Announce, answer: Answer, joined: list[bytes] | None,
+        key: bytes,
+    ) -> list[tuple[bytes, bytes]] | None:  # fmt: skip
+        """After the tracker's ``answer``: the swarms joined (``joined``, as it was before),
+        the reply, the offers; the peers no offer could reach (see ``_relay_offers``)."""
+        event = msg.request.event
+        self.stats.events[event] += 1
+        if event == EVENT_STOPPED:
             if joined is not None and key in joined:
                 joined.remove(key)
         elif joined is None:
@@ -550,14 +571,8 @@ class Hub:
             )
         )  # fmt: skip
         if not msg.offers or not answer.peer_list:
-            return
-        stale = self._relay_offers(conn, msg, answer.peer_list)
-        if stale is not None:
-            # Nobody holds these endpoints any more (a socket that just closed, or a process
-            # that is gone): they leave the swarm instead of taking offers until they expire.
-            self.stats.undelivered += len(stale)
-            for target, peer_id in stale:
-                await self.tracker.leave(req.info_hash, peer_id, target)
+            return None
+        return self._relay_offers(conn, msg, answer.peer_list)
 
     def _relay_offers(
         self, conn: Connection, msg: Announce, peers: list[tuple[bytes, bytes]]
