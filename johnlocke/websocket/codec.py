@@ -279,13 +279,6 @@ def encode_announce(
     ) % (_dump(info_hash_text), interval, min_interval, complete, incomplete, extra)
 
 
-def encode_offer(
-    info_hash_text: str, peer_id_text: str, offer_id: str, offer: dict[str, Any]
-) -> bytes:
-    """An offer relayed to a peer, from ``peer_id``."""
-    return encode_offer_after(offer_head(info_hash_text, peer_id_text), offer_id, offer)
-
-
 def offer_head(info_hash_text: str, peer_id_text: str) -> bytes:
     """What every offer of one announce starts with (``encode_offer_after`` writes the rest)."""
     return b'{"action":"announce","info_hash":%s,"peer_id":%s,"offer_id":' % (
