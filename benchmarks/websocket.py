@@ -2,6 +2,8 @@
 
     python benchmarks/websocket.py            # 3 rounds
     python benchmarks/websocket.py --quick    # 1 round, shorter
+    python benchmarks/websocket.py --uvloop   # also JohnLocke on uvloop (announces only)
+    python benchmarks/websocket.py --throughput-only   # announces only, no idle sockets
 
 Two questions, each tracker pinned to core 1 and the load generator (node, ``ws_load.mjs``, the
 ``ws`` package bittorrent-tracker itself uses) to core 0, the trackers measured alternately,
@@ -10,7 +12,9 @@ round by round:
 1. Announces with offers: ``--conns`` sockets in ``--swarms`` swarms, each sending announces
    with 5 offers (a browser's), the next one when the answer arrives; every offer is relayed
    to another socket of the generator. Reported as announces per second and per CPU second of
-   the tracker (from /proc; on a shared machine the steadier of the two), and the ratio.
+   the tracker (from /proc; on a shared machine the steadier of the two), and the ratio, with
+   the share of its core the tracker and the generator used (a generator near 100 % would be
+   the bottleneck, not the tracker).
 2. Idle peers: 10,000 sockets, each having announced once into one of 1,000 swarms, held open.
    The tracker's RSS growth per socket, and the ratio. Meanwhile (JohnLocke) a steady trickle
    of HTTP announces over keep-alive connections, and of UDP announces, gives their latency
