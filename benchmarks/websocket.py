@@ -315,6 +315,10 @@ def main() -> int:
         print(f"\nwith event_loop = uvloop: {uv_rate:,.0f}/s = {uv_rate / rate[1]:.2f}x,"
               f" {uv_cpu:,.0f}/CPU s = {uv_cpu / cpu[1]:.2f}x;"
               f" per round: {round_ratios(uv)}")  # fmt: skip
+    bl.RESULTS.mkdir(parents=True, exist_ok=True)
+    (bl.RESULTS / "websocket.json").write_text(
+        json.dumps({"args": vars(args), "runs": runs}, indent=1)
+    )
     if args.throughput_only:
         print(f"\nannounces with 5 offers /s: {rate[0]:,.0f} vs {rate[1]:,.0f}")
         print(f"ratio {rate[0] / rate[1]:.2f}x, per CPU s {cpu[0] / cpu[1]:.2f}x")
@@ -357,10 +361,6 @@ def main() -> int:
     )
     for name, value, ok in targets:
         print(f"| {name} | {value} | {'met' if ok else '**not met**'} |")
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    (bl.RESULTS / "websocket.json").write_text(
-        json.dumps({"args": vars(args), "runs": runs}, indent=1)
-    )
     return 0
 
 
