@@ -2,6 +2,8 @@
 
     python benchmarks/websocket.py            # 3 rounds
     python benchmarks/websocket.py --quick    # 1 round, shorter
+    python benchmarks/websocket.py --uvloop   # also JohnLocke on uvloop (announces only)
+    python benchmarks/websocket.py --throughput-only   # announces only, no idle sockets
 
 Two questions, each tracker pinned to core 1 and the load generator (node, ``ws_load.mjs``, the
 ``ws`` package bittorrent-tracker itself uses) to core 0, the trackers measured alternately,
@@ -10,7 +12,9 @@ round by round:
 1. Announces with offers: ``--conns`` sockets in ``--swarms`` swarms, each sending announces
    with 5 offers (a browser's), the next one when the answer arrives; every offer is relayed
    to another socket of the generator. Reported as announces per second and per CPU second of
-   the tracker (from /proc; on a shared machine the steadier of the two), and the ratio.
+   the tracker (from /proc; on a shared machine the steadier of the two), and the ratio, with
+   the share of its core the tracker and the generator used (a generator near 100 % would be
+   the bottleneck, not the tracker).
 2. Idle peers: 10,000 sockets, each having announced once into one of 1,000 swarms, held open.
    The tracker's RSS growth per socket, and the ratio. Meanwhile (JohnLocke) a steady trickle
    of HTTP announces over keep-alive connections, and of UDP announces, gives their latency
@@ -55,6 +59,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=200, help="sockets sending announces (200)")
     p.add_argument("--swarms", type=int, default=20, help="their swarms (20)")
     p.add_argument("--idle", type=int, help="idle sockets held (10000)")
+    p.add_argument(
+        "--throughput-only", action="store_true", help="announces only (no idle sockets)"
+    )
+    p.add_argument(
+        "--uvloop", action="store_true", help='also JohnLocke with [http] event_loop = "uvloop"'
+    )
     p.add_argument("--no-install", action="store_true", help="do not npm/apt install anything")
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -71,11 +81,12 @@ def raise_fd_limit() -> None:
 
 
 def start_tracker(kind: str, npm_dir: Path, workdir: Path, procs: bl.Processes) -> bl.Server:
-    if kind == "johnlocke":
-        srv = bl.johnlocke_server("johnlocke", workdir, extra_toml=JOHNLOCKE_TOML)
+    if kind.startswith("johnlocke"):
+        loop = "uvloop" if kind == "johnlocke-uvloop" else "asyncio"
+        srv = bl.johnlocke_server(kind, workdir, event_loop=loop, extra_toml=JOHNLOCKE_TOML)
         # Every generated socket comes from 127.0.0.1: no per-address connection cap; UDP on
         # (for its latency probe); no snapshot carried from one start to the next.
-        config = workdir / "johnlocke.toml"
+        config = workdir / f"{kind}.toml"
         text = config.read_text()
         text = text.replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
         text = text.replace("[udp]\nenabled = false\n", "[udp]\nenabled = true\n", 1)
@@ -110,24 +121,28 @@ def throughput(srv: bl.Server, npm_dir: Path, args: argparse.Namespace) -> dict:
     proc = load(npm_dir, "throughput", "--url", url, "--conns", str(args.conns), "--swarms",
                 str(args.swarms), "--offers", "5", "--seconds", str(args.seconds))  # fmt: skip
     assert proc.stdout is not None
-    cpu0 = cpu1 = None
+    cpu0 = cpu1 = gen0 = gen1 = None
     result = None
     for line in proc.stdout:
         doc = json.loads(line)
         if doc.get("window") == "start":
             cpu0 = bl.cpu_seconds(srv.pid)
+            gen0 = bl.cpu_seconds(proc.pid)
         elif doc.get("window") == "end":
             cpu1 = bl.cpu_seconds(srv.pid)
+            gen1 = bl.cpu_seconds(proc.pid)
         else:
             result = doc
     proc.wait(60)
-    if result is None or cpu0 is None or cpu1 is None:
+    if result is None or None in (cpu0, cpu1, gen0, gen1):
         raise SystemExit(f"the load generator failed: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-    cpu = max(cpu1 - cpu0, 1e-9)
+    cpu = max(cpu1 - cpu0, 1e-9)  # type: ignore[operator]
     return {
         "per_second": result["rate"],
         "per_cpu_second": result["announces"] / cpu,
         "cpu_share": cpu / result["seconds"],
+        # The generator's share of its core: near 1.0, it (not the tracker) sets the pace.
+        "load_cpu_share": (gen1 - gen0) / result["seconds"],  # type: ignore[operator]
         "offers_per_announce": result["offers_received"] / max(1, result["announces"]),
         "failures": result["failures"],
     }
@@ -245,6 +260,8 @@ def main() -> int:
         (npm_dir / name).write_bytes((HERE / name).read_bytes())
     workdir = bl.RESULTS / "websocket"
     kinds = ["johnlocke", "bittorrent-tracker"]
+    if args.uvloop:
+        kinds.insert(1, "johnlocke-uvloop")
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     bl.log(f"{note}; {args.rounds} rounds; other load: {bl.other_load(1.0)[0]:.2f} cores busy")
     with bl.Processes() as procs:
@@ -254,14 +271,20 @@ def main() -> int:
                 srv = start_tracker(kind, npm_dir, workdir, procs)
                 t = throughput(srv, npm_dir, args)
                 procs.stop(srv.proc)  # type: ignore[arg-type]
+                line = (
+                    f"round {r + 1} {kind}: {t['per_second']:,.0f}/s,"
+                    f" {t['per_cpu_second']:,.0f}/CPU s (tracker {t['cpu_share']:.0%} of its core,"
+                    f" generator {t['load_cpu_share']:.0%} of its)"
+                )
+                if args.throughput_only or kind == "johnlocke-uvloop":
+                    runs[kind].append({"throughput": t})
+                    bl.log(line)
+                    continue
                 srv = start_tracker(kind, npm_dir, workdir, procs)
                 i = idle(srv, npm_dir, args, probe=kind == "johnlocke")
                 procs.stop(srv.proc)  # type: ignore[arg-type]
                 runs[kind].append({"throughput": t, "idle": i})
-                line = (
-                    f"round {r + 1} {kind}: {t['per_second']:,.0f}/s,"
-                    f" {t['per_cpu_second']:,.0f}/CPU s, idle {i['bytes_per_socket']:,.0f} B/socket"
-                )
+                line += f", idle {i['bytes_per_socket']:,.0f} B/socket"
                 if "http_with_sockets" in i:
                     line += f", HTTP p99 {i['http_with_sockets']['p99_ms']:.2f} ms"
                     line += f", UDP p99 {i['udp_with_sockets']['p99_ms']:.2f} ms"
@@ -279,13 +302,29 @@ def main() -> int:
     jl, bt = "johnlocke", "bittorrent-tracker"
     rate = (med(jl, ("throughput", "per_second")), med(bt, ("throughput", "per_second")))
     cpu = (med(jl, ("throughput", "per_cpu_second")), med(bt, ("throughput", "per_cpu_second")))
+
+    def round_ratios(ours: str) -> str:
+        pairs = zip(runs[ours], runs[bt], strict=True)
+        per = [a["throughput"]["per_second"] / b["throughput"]["per_second"] for a, b in pairs]
+        return ", ".join(f"{x:.2f}x" for x in per)
+
+    uv = "johnlocke-uvloop"
+    if uv in runs:
+        uv_rate = med(uv, ("throughput", "per_second"))
+        uv_cpu = med(uv, ("throughput", "per_cpu_second"))
+        print(f"\nwith event_loop = uvloop: {uv_rate:,.0f}/s = {uv_rate / rate[1]:.2f}x,"
+              f" {uv_cpu:,.0f}/CPU s = {uv_cpu / cpu[1]:.2f}x;"
+              f" per round: {round_ratios(uv)}")  # fmt: skip
+    bl.RESULTS.mkdir(parents=True, exist_ok=True)
+    (bl.RESULTS / "websocket.json").write_text(
+        json.dumps({"args": vars(args), "runs": runs}, indent=1)
+    )
+    if args.throughput_only:
+        print(f"\nannounces with 5 offers /s: {rate[0]:,.0f} vs {rate[1]:,.0f}")
+        print(f"ratio {rate[0] / rate[1]:.2f}x, per CPU s {cpu[0] / cpu[1]:.2f}x")
+        print(f"per-round throughput ratios: {round_ratios(jl)}")
+        return 0
     mem = (med(jl, ("idle", "bytes_per_socket")), med(bt, ("idle", "bytes_per_socket")))
-    ratios = [
-        r[jl]["throughput"]["per_second"] / r[bt]["throughput"]["per_second"]
-        for r in (
-            dict(zip(kinds, pair, strict=True)) for pair in zip(runs[jl], runs[bt], strict=True)
-        )
-    ]
     growth = max(run["idle"]["growth_mib"] for run in runs[jl])
     p99 = max(run["idle"]["http_with_sockets"]["p99_ms"] for run in runs[jl])
     p99_alone = max(run["idle"]["http_alone"]["p99_ms"] for run in runs[jl])
@@ -300,7 +339,7 @@ def main() -> int:
         (f"memory per idle socket ({args.idle:,})", mem, " B"),
     ):
         print(f"| {name} | {ours:,.0f}{unit} | {theirs:,.0f}{unit} | {ours / theirs:.2f}x |")
-    print(f"\nper-round throughput ratios: {', '.join(f'{x:.2f}x' for x in ratios)}")
+    print(f"\nper-round throughput ratios: {round_ratios(jl)}")
     print(f"JohnLocke RSS growth at {args.idle:,} sockets (worst round): {growth:.1f} MiB")
     print(f"HTTP announce p99 with them open (worst round): {p99:.2f} ms (alone: {p99_alone:.2f})")
     print(
@@ -322,10 +361,6 @@ def main() -> int:
     )
     for name, value, ok in targets:
         print(f"| {name} | {value} | {'met' if ok else '**not met**'} |")
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    (bl.RESULTS / "websocket.json").write_text(
-        json.dumps({"args": vars(args), "runs": runs}, indent=1)
-    )
     return 0
 
 

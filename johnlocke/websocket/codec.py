@@ -279,19 +279,17 @@ def encode_announce(
     ) % (_dump(info_hash_text), interval, min_interval, complete, incomplete, extra)
 
 
-def encode_offer(
-    info_hash_text: str, peer_id_text: str, offer_id: str, offer: dict[str, Any]
-) -> bytes:
-    """An offer relayed to a peer, from ``peer_id`` (one JSON encoding of the whole message)."""
-    return _dump(
-        {
-            "action": "announce",
-            "info_hash": info_hash_text,
-            "peer_id": peer_id_text,
-            "offer_id": offer_id,
-            "offer": offer,
-        }
+def offer_head(info_hash_text: str, peer_id_text: str) -> bytes:
+    """What every offer of one announce starts with (``encode_offer_after`` writes the rest)."""
+    return b'{"action":"announce","info_hash":%s,"peer_id":%s,"offer_id":' % (
+        _dump(info_hash_text),
+        _dump(peer_id_text),
     )
+
+
+def encode_offer_after(head: bytes, offer_id: str, offer: dict[str, Any]) -> bytes:
+    """An offer relayed to a peer: ``head`` (``offer_head``), then its id and the offer."""
+    return b"".join((head, _dump(offer_id), b',"offer":', _dump(offer), b"}"))
 
 
 def encode_answer(info_hash_text: str, peer_id_text: str, offer_id: str, answer: bytes) -> bytes:

@@ -46,6 +46,10 @@ _HEAD2 = Struct("!BB")
 _HEAD4 = Struct("!BBH")
 _HEAD10 = Struct("!BBQ")
 _DATA_OPS = (OP_TEXT, OP_BINARY)
+# Text frame heads, ready-made for the short and bound for the others (one per message sent).
+_TEXT_HEADS = tuple(_HEAD2.pack(0x81, n) for n in range(126))
+_pack_head4 = _HEAD4.pack
+_pack_head10 = _HEAD10.pack
 
 
 class FrameError(Exception):
@@ -95,10 +99,10 @@ def encode_text(text: bytes) -> bytes:
     """A text frame of UTF-8 ``text`` (every message the tracker sends)."""
     n = len(text)
     if n < 126:
-        return _HEAD2.pack(0x81, n) + text
+        return _TEXT_HEADS[n] + text
     if n < 65536:
-        return _HEAD4.pack(0x81, 126, n) + text
-    return _HEAD10.pack(0x81, 127, n) + text
+        return _pack_head4(0x81, 126, n) + text
+    return _pack_head10(0x81, 127, n) + text
 
 
 def encode_close(code: int, reason: str = "") -> bytes:

@@ -44,13 +44,21 @@ from typing import Any
 from aiohttp import web
 
 from johnlocke import store as store_contract
-from johnlocke.bittorrent import EVENT_STOPPED
+from johnlocke.bittorrent import EVENT_STOPPED, AnnounceRequest, Answer
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import mask
 from johnlocke.stats import INTERNAL_REASON, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket import codec, frames
+from johnlocke.websocket.codec import (
+    Announce,
+    encode_announce,
+    encode_offer_after,
+    offer_head,
+    parse,
+)
+from johnlocke.websocket.frames import encode_text
 from johnlocke.websocket.relay import LocalRelay, Relay
 
 log = logging.getLogger("johnlocke.websocket")
@@ -85,8 +93,11 @@ class _Upgraded(web.StreamResponse):
         return None
 
 
-class Connection(asyncio.Protocol):
-    """One browser's socket: frames in, messages to the hub, text frames out."""
+class Connection:
+    """One browser's socket: frames in, messages to the hub, text frames out.
+
+    An ``asyncio.Protocol`` by its methods (no base class: the compiled build makes it an
+    extension type, whose attributes the hot path reads as struct members)."""
 
     __slots__ = (
         "hub",
@@ -219,10 +230,10 @@ class Connection(asyncio.Protocol):
             return False
         out = self.out
         if out is None:
-            self.out = [frames.encode_text(text)]
+            self.out = [encode_text(text)]
             self.hub.dirty(self)
         else:
-            out.append(frames.encode_text(text))
+            out.append(encode_text(text))
         return True
 
     def _write(self, frame: bytes) -> bool:
@@ -419,22 +430,29 @@ class Hub:
         self, target: bytes, offerer: bytes, offer_id: str, peer_id: bytes, info_hash: bytes,
         text: bytes,
     ) -> bool:  # fmt: skip
+        return self._offer_here(target, offer_id, (offerer, peer_id, info_hash, self._now), text)
+
+    def _offer_here(
+        self, target: bytes, offer_id: str, made: tuple[bytes, bytes, bytes, float], text: bytes
+    ) -> bool:
+        """An offer (``text``) for this process's connection ``target``; ``made`` is who made
+        it (offerer endpoint, peer_id, info_hash, when), remembered for the answer."""
         conn = self.conns.get(target)
         if conn is None or conn.closing or conn.transport is None:
             return False
         # Connection.send, inlined: this runs for every offer relayed.
         out = conn.out
         if out is None:
-            conn.out = [frames.encode_text(text)]
+            conn.out = [encode_text(text)]
             self.dirty(conn)
         else:
-            out.append(frames.encode_text(text))
+            out.append(encode_text(text))
         pending = conn.pending
         if pending is None:
             pending = conn.pending = {}
         elif len(pending) >= _MAX_PENDING:
             del pending[next(iter(pending))]
-        pending[offer_id] = (offerer, peer_id, info_hash, self._now)
+        pending[offer_id] = made
         return True
 
     # --- messages ----------------------------------------------------------------------------
@@ -470,7 +488,7 @@ class Hub:
         stats = self.stats
         t0 = perf_counter()
         try:
-            msg = codec.parse(text, self.max_offers)
+            msg = parse(text, self.max_offers)
         except codec.MessageError as exc:
             stats.fail(exc.reason)
             conn.send(codec.encode_failure(exc.reason, exc.action, exc.info_hash))
@@ -507,17 +525,38 @@ class Hub:
             raise ClientError(conn.refused)
         req = msg.request
         req.passkey = conn.passkey
-        key = req.info_hash + req.peer_id
         joined = conn.joined
-        stopped = req.event == EVENT_STOPPED
-        if not stopped and (joined is None or key not in joined):
+        key = self._may_join(conn, req)
+        answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
+        stale = self._announced(conn, msg, answer, joined, key)
+        if stale is not None:
+            # Nobody holds these endpoints any more (a socket that just closed, or a process
+            # that is gone): they leave the swarm instead of taking offers until they expire.
+            self.stats.undelivered += len(stale)
+            for target, peer_id in stale:
+                await self.tracker.leave(req.info_hash, peer_id, target)
+
+    def _may_join(self, conn: Connection, req: AnnounceRequest) -> bytes:
+        """The key of the swarm ``req`` is for in ``conn.joined``; ClientError if joining it
+        would pass the cap on swarms per connection."""
+        key: bytes = req.info_hash + req.peer_id
+        joined = conn.joined
+        if req.event != EVENT_STOPPED and (joined is None or key not in joined):
             if joined is not None and len(joined) >= self.max_swarms:
                 raise ClientError(
                     f"too many torrents on one connection (at most {self.max_swarms})"
                 )
-        answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
-        self.stats.events[req.event] += 1
-        if stopped:
+        return key
+
+    def _announced(
+        self, conn: Connection, msg: Announce, answer: Answer, joined: list[bytes] | None,
+        key: bytes,
+    ) -> list[tuple[bytes, bytes]] | None:  # fmt: skip
+        """After the tracker's ``answer``: the swarms joined (``joined``, as it was before),
+        the reply, the offers; the peers no offer could reach (see ``_relay_offers``)."""
+        event = msg.request.event
+        self.stats.events[event] += 1
+        if event == EVENT_STOPPED:
             if joined is not None and key in joined:
                 joined.remove(key)
         elif joined is None:
@@ -526,32 +565,37 @@ class Hub:
             joined.append(key)
         warning = answer.warning.decode() if answer.warning else None
         conn.send(
-            codec.encode_announce(
+            encode_announce(
                 msg.info_hash_text, answer.interval, answer.min_interval, answer.complete,
                 answer.incomplete, warning,
             )
         )  # fmt: skip
-        offers = msg.offers
-        peers = answer.peer_list
-        if not offers or not peers:
-            return
-        ih_text = msg.info_hash_text
-        pid_text = msg.peer_id_text
-        encode = codec.encode_offer
+        if not msg.offers or not answer.peer_list:
+            return None
+        return self._relay_offers(conn, msg, answer.peer_list)
+
+    def _relay_offers(
+        self, conn: Connection, msg: Announce, peers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Each offer of ``msg`` to one of ``peers`` (the strategy's picks); the peers it could
+        not reach (None: all were reached)."""
+        req = msg.request
+        endpoint = conn.endpoint
         relay = self.relay
         tag = relay.tag
-        local = self.deliver_offer  # this process's sockets: no relay in between
-        self._now = monotonic()
+        self._now = now = monotonic()
+        # What every offer of this announce shares: who made it (one tuple, kept by each
+        # recipient for the answer) and the start of the message that relays it.
+        made = (endpoint, req.peer_id, req.info_hash, now)
+        head = offer_head(msg.info_hash_text, msg.peer_id_text)
         stale = None
         sent = 0
-        for (offer_id, offer), (target, peer_id) in zip(offers, peers, strict=False):
-            text = encode(ih_text, pid_text, offer_id, offer)
-            if target[:4] == tag:
-                delivered = local(target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text)
+        for (offer_id, offer), (target, peer_id) in zip(msg.offers, peers, strict=False):
+            text = encode_offer_after(head, offer_id, offer)
+            if target[:4] == tag:  # this process's sockets: no relay in between
+                delivered = self._offer_here(target, offer_id, made, text)
             else:
-                delivered = relay.offer(
-                    target, conn.endpoint, offer_id, req.peer_id, req.info_hash, text
-                )
+                delivered = relay.offer(target, endpoint, offer_id, made[1], made[2], text)
             if delivered:
                 sent += 1
             else:
@@ -559,12 +603,7 @@ class Hub:
                     stale = []
                 stale.append((target, peer_id))
         self.stats.offers += sent
-        if stale is not None:
-            # Nobody holds these endpoints any more (a socket that just closed, or a process
-            # that is gone): they leave the swarm instead of taking offers until they expire.
-            self.stats.undelivered += len(stale)
-            for target, peer_id in stale:
-                await self.tracker.leave(req.info_hash, peer_id, target)
+        return stale
 
     def _answer(self, conn: Connection, msg: codec.Announce) -> None:
         pending = conn.pending
