@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from .daemon import run_daemon
-from .ws_client import needs_webrtc_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NODE = shutil.which("node")
@@ -29,7 +28,6 @@ INSTALLED = (BROWSER_DIR / "node_modules" / "webtorrent" / "dist" / "webtorrent.
 
 # CI installs all of it (.ci/run): there a missing piece is a failure, not a skip.
 pytestmark = [
-    needs_webrtc_store,
     pytest.mark.skipif(
         not (CHROMIUM and NODE and INSTALLED) and not os.environ.get("CI"),
         reason="needs chromium, node and `npm ci --ignore-scripts` in tests/browser",

@@ -28,7 +28,6 @@ from johnlocke.websocket import codec, frames
 from johnlocke.websocket.server import Connection, Hub
 
 from .conftest import make_config
-from .ws_client import needs_webrtc_store
 
 FAST = settings(max_examples=300, deadline=None)
 
@@ -221,7 +220,6 @@ def _texts(written: list[bytes]) -> list[str]:
     return out
 
 
-@needs_webrtc_store
 @settings(max_examples=200, deadline=None)
 @given(st.lists(MESSAGES, min_size=1, max_size=8))
 def test_the_handler_answers_json_and_failures_change_nothing(messages):

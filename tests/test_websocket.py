@@ -11,9 +11,7 @@ import pytest
 
 from johnlocke.http.server import FRONTEND
 
-from .ws_client import WsPeer, needs_webrtc_store, text
-
-pytestmark = needs_webrtc_store
+from .ws_client import WsPeer, text
 
 IH = bytes(range(20))
 IH2 = bytes(range(100, 120))

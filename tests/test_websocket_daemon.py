@@ -15,9 +15,7 @@ import aiohttp
 from .daemon import run_daemon
 from .test_config import run_cli
 from .test_tls import TLS, ca, client_context, issue  # noqa: F401  (ca is a fixture)
-from .ws_client import WsPeer, needs_webrtc_store
-
-pytestmark = needs_webrtc_store
+from .ws_client import WsPeer
 
 IH = b"\x33" * 20
 

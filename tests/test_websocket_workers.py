@@ -12,10 +12,9 @@ import pytest
 from .daemon import run_daemon
 from .redis_server import RedisServer, redis_available
 from .test_redis_daemon import get_json, redis_config, wait_until
-from .ws_client import WsPeer, needs_webrtc_store, text
+from .ws_client import WsPeer, text
 
 pytestmark = [
-    needs_webrtc_store,
     pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),
 ]
 

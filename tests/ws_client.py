@@ -11,14 +11,6 @@ import os
 from typing import Any
 
 import aiohttp
-import pytest
-
-from johnlocke.websocket.server import STORE_HOLDS_WEBRTC
-
-# Browser peers need the store's WebRTC family (the memory store's arrives with branch store).
-needs_webrtc_store = pytest.mark.skipif(
-    not STORE_HOLDS_WEBRTC, reason="the swarm store has no WebRTC family yet"
-)
 
 
 def text(raw: bytes) -> str:

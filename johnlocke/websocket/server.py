@@ -43,7 +43,6 @@ from typing import Any
 
 from aiohttp import web
 
-from johnlocke import store as store_contract
 from johnlocke.bittorrent import EVENT_STOPPED, AnnounceRequest, Answer
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
@@ -349,7 +348,7 @@ class Hub:
         handshake: 400 for a bad handshake, 503 when disabled or full.
         """
         stats = self.stats
-        if not self.enabled or not STORE_HOLDS_WEBRTC:
+        if not self.enabled:
             stats.refused += 1
             raise web.HTTPServiceUnavailable(text="this tracker does not serve WebSocket peers\n")
         if len(self.conns) >= self.max_connections:
@@ -728,10 +727,6 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
         except StopIteration:
             return
 
-
-# Browser peers live in the store's WebRTC family (8-byte endpoint ids); a store without it
-# would take an endpoint for an IPv4 address, so then no upgrade is accepted.
-STORE_HOLDS_WEBRTC = hasattr(store_contract, "WEBRTC")
 
 _last_full = [0.0]
 
