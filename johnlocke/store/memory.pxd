@@ -83,3 +83,18 @@ cdef class MemoryView:
 
 cdef class Buckets(_Segments):
     cdef public Py_ssize_t count
+
+
+cdef class MemoryStore:
+    cdef public dict swarms
+    cdef public Buckets tiny
+    cdef public list totals
+    cdef public bint _dirty
+    cdef public object _generation, _frozen, _dict_peak, _freed, _clock, _epoch
+
+    @cython.locals(now=Py_ssize_t, f=Py_ssize_t, big=Swarm, t=Py_ssize_t, slot=Py_ssize_t,
+                   counted=bint, updated=bint, b=Py_ssize_t, o=Py_ssize_t, q=Py_ssize_t,
+                   created=bint, held=bint)
+    cpdef _announce(self, bytes info_hash, bytes peer_id, bytes addr, bint seeder,
+                    object key_hash, bint completed_event, Py_ssize_t hold,
+                    Py_ssize_t max_per_ip, bint create, Py_ssize_t proto)
