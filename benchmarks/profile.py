@@ -99,7 +99,7 @@ def main() -> int:
         env["JOHNLOCKE_NO_EXTENSIONS"] = "1"
     bl.RESULTS.mkdir(exist_ok=True)
     stem = bl.RESULTS / f"profile-{args.build}-{time.strftime('%Y%m%d-%H%M%S')}"
-    argv = [sys.executable, str(HERE / "run.py"), "--servers", "johnlocke"]
+    argv = [sys.executable, str(HERE / "run.py"), "--servers", "johnlocke", "--no-udp"]
     argv += ["--scenarios", "announce-ka", "--rounds", "1", "--duration", str(args.seconds + 10)]
     with bl.Processes() as procs:
         run = procs.start(argv, stem.with_suffix(".log"), env=env)

@@ -37,6 +37,7 @@ SCENARIOS = {
 }
 ALL_SERVERS = (
     "johnlocke",
+    "johnlocke-pure",
     "johnlocke-uvloop",
     "bare-aiohttp",
     "bare-aiohttp-uvloop",
@@ -68,6 +69,12 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="measure again (up to N times) when other processes used > 25%% of a core",
     )
+    p.add_argument(
+        "--no-udp",
+        dest="udp",
+        action="store_false",
+        help="skip the UDP scenario (benchmarks/udp.py, both builds) that follows the HTTP ones",
+    )
     a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.scenarios:
@@ -97,6 +104,8 @@ def build_servers(
             continue
         if name == "johnlocke":
             servers.append(bl.johnlocke_server(name, workdir, "asyncio", core))
+        elif name == "johnlocke-pure":
+            servers.append(bl.johnlocke_server(name, workdir, "asyncio", core, pure=True))
         elif name == "johnlocke-uvloop":
             servers.append(bl.johnlocke_server(name, workdir, "uvloop", core))
         elif name == "bare-aiohttp":
@@ -410,7 +419,7 @@ def compute_ratios(results: dict) -> list[dict]:
             "JohnLocke announce keep-alive / bare aiohttp keep-alive",
             ("announce-ka", "johnlocke"),
             ("announce-ka", "bare-aiohttp"),
-            0.6,
+            0.7,
             True,
         ),
         (
@@ -424,36 +433,65 @@ def compute_ratios(results: dict) -> list[dict]:
             "JohnLocke announce new-connection / bare aiohttp new-connection",
             ("announce-close", "johnlocke"),
             ("announce-close", "bare-aiohttp"),
-            0.85,
+            0.9,
             True,
         ),
         (
             "JohnLocke scrape keep-alive / bare aiohttp keep-alive",
             ("scrape-ka", "johnlocke"),
             ("scrape-ka", "bare-aiohttp"),
-            0.8,
+            0.85,
             True,
+        ),
+        # Not targets: the pure-Python build, against the same bare server.
+        (
+            "(pure) JohnLocke announce keep-alive / bare aiohttp keep-alive",
+            ("announce-ka", "johnlocke-pure"),
+            ("announce-ka", "bare-aiohttp"),
+            0.7,
+            False,
+        ),
+        (
+            "(pure) JohnLocke announce new-connection / bare new-connection",
+            ("announce-close", "johnlocke-pure"),
+            ("announce-close", "bare-aiohttp"),
+            0.9,
+            False,
+        ),
+        (
+            "(pure) JohnLocke scrape keep-alive / bare aiohttp keep-alive",
+            ("scrape-ka", "johnlocke-pure"),
+            ("scrape-ka", "bare-aiohttp"),
+            0.85,
+            False,
+        ),
+        (
+            "JohnLocke compiled / pure build, announce keep-alive",
+            ("announce-ka", "johnlocke"),
+            ("announce-ka", "johnlocke-pure"),
+            None,
+            False,
         ),
         # Not targets: the same with uvloop on both sides, and against opentracker.
         (
             "(uvloop) JohnLocke announce keep-alive / bare aiohttp keep-alive",
             ("announce-ka", "johnlocke-uvloop"),
             ("announce-ka", "bare-aiohttp-uvloop"),
-            0.6,
+            0.7,
             False,
         ),
         (
             "(uvloop) JohnLocke announce new-connection / bare new-connection",
             ("announce-close", "johnlocke-uvloop"),
             ("announce-close", "bare-aiohttp-uvloop"),
-            0.85,
+            0.9,
             False,
         ),
         (
             "(uvloop) JohnLocke scrape keep-alive / bare aiohttp keep-alive",
             ("scrape-ka", "johnlocke-uvloop"),
             ("scrape-ka", "bare-aiohttp-uvloop"),
-            0.8,
+            0.85,
             False,
         ),
         (
@@ -487,9 +525,13 @@ def compute_ratios(results: dict) -> list[dict]:
                 "met": None if value is None or target is None else value >= target,
             }
         )
-    for name, is_target in (("johnlocke", True), ("johnlocke-uvloop", False)):
+    for name, is_target, tag in (
+        ("johnlocke", True, ""),
+        ("johnlocke-pure", False, "(pure) "),
+        ("johnlocke-uvloop", False, "(uvloop) "),
+    ):
         r = results.get("announce-ka", {}).get(name)
-        label = f"{'' if is_target else '(uvloop) '}JohnLocke announce keep-alive p99 at 64 conns"
+        label = f"{tag}JohnLocke announce keep-alive p99 at 64 conns"
         if r is None or r["summary"].get("rps") is None or r["invalid"]:
             rows.append(
                 {
@@ -771,7 +813,23 @@ def main() -> int:
     }
     out = bl.write_results("run", stamp, doc)
     print(f"\nJSON: {out}   (elapsed {doc['elapsed_s']} s)")
+    if args.udp:
+        return run_udp(args)
     return 0
+
+
+def run_udp(args: argparse.Namespace) -> int:
+    """The UDP scenario for both builds (``udp.py``, which prints its own table and ratios)."""
+    argv = [sys.executable, str(bl.HERE / "udp.py"), "--servers", "johnlocke,johnlocke-pure"]
+    argv += ["--no-http", "--light-inflight", "0", "--rounds", str(args.rounds)]
+    argv += ["--duration", f"{args.duration:g}", "--swarms", str(args.swarms)]
+    argv += ["--peers", str(args.peers), "--numwant", str(args.numwant)]
+    if args.no_install:
+        argv.append("--no-install")
+    print("\n" + "=" * 100)
+    print("UDP, compiled and pure-Python builds (benchmarks/udp.py)")
+    print("=" * 100, flush=True)
+    return subprocess.run(argv, check=False).returncode
 
 
 if __name__ == "__main__":
