@@ -295,6 +295,19 @@ def write_results(prefix: str, stamp: str, doc: dict) -> Path:
     return out
 
 
+def banner(title: str) -> None:
+    """A section of a benchmark's report: its title between two rules."""
+    print("\n" + "=" * 100)
+    print(title)
+    print("=" * 100, flush=True)
+
+
+def table_head(head: str) -> None:
+    """A table's header line and the rule under it."""
+    print(head)
+    print("-" * len(head))
+
+
 def run_main(main: Callable[[], int]) -> None:
     """Exit with ``main()``'s code; Ctrl-C says that every process started has been stopped."""
     try:

@@ -346,8 +346,7 @@ def print_table(results: dict[tuple[str, str], dict]) -> None:
         f"{'p99 ms':>7} {'srv cpu':>7} {'us/answer':>9} {'load cpu':>8} {'other':>6} "
         f"{'bad':>4} {'err':>4} {'lost':>5}"
     )
-    print(head)
-    print("-" * len(head))
+    bl.table_head(head)
     for (name, scenario), r in results.items():
         s = r["summary"]
         if s.get("rps") is None:
@@ -603,9 +602,7 @@ def main() -> int:
     for (name, _sc), r in results.items():
         r["invalid"] = [checks[name]["fill_error"]] if checks[name].get("fill_error") else []
 
-    print("\n" + "=" * 100)
-    print(f"RESULTS (median of {args.rounds} round(s) of {args.duration:g} s)")
-    print("=" * 100)
+    bl.banner(f"RESULTS (median of {args.rounds} round(s) of {args.duration:g} s)")
     print_table(results)
     for name, c in checks.items():
         if c.get("fill_error"):
