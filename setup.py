@@ -48,6 +48,8 @@ COMPILED = [
     "johnlocke/store/memory.py",
     # The UDP codec: every datagram.
     "johnlocke/udp/codec.py",
+    # The UDP frontend: triage, connection ids, counting and the send, every datagram.
+    "johnlocke/udp/server.py",
     # The HTTP frontend's handlers: per-request glue around the codec and the tracker.
     "johnlocke/http/server.py",
     # The WebSocket frontend: per-frame and per-offer work for every message.
