@@ -35,7 +35,12 @@ import benchlib as bl  # noqa: E402
 # C functions Cython generates for the compiled modules).
 PARTS = [
     ("aiohttp request handling (all of it)", r"^RequestHandler\._handle_request$"),
-    ("announce handler (Frontend.announce)", r"^Frontend\.announce$"),
+    # Compiled, a coroutine's frames are its generator's C function (a Frontend or Tracker
+    # coroutine under this load is announce).
+    (
+        "announce handler (Frontend.announce)",
+        r"^Frontend\.announce$|^__pyx_gb_9johnlocke_4http_6server_8Frontend_\d+gen",
+    ),
     ("  parse (codec.parse_announce)", r"parse_announce$"),
     ("  Tracker.announce", r"^Tracker\.announce$|^__pyx_gb_9johnlocke_7tracker_7Tracker_\d+gen"),
     ("    store (MemoryStore.announce)", r"^MemoryStore\._?announce$|^MemoryStore__announce$"),
