@@ -4,12 +4,14 @@
     python benchmarks/run.py --quick    # smoke run: 1 round x 3 s
     python benchmarks/run.py --duration 20 --rounds 3
 
-Servers (each pinned to core 1, wrk pinned to core 0): JohnLocke (asyncio and uvloop), a bare
+Servers (each pinned to core 1, wrk pinned to core 0): JohnLocke (asyncio, uvloop, and the
+pure-Python build beside the compiled one), a bare
 aiohttp server with a fixed body (asyncio and uvloop), Debian's opentracker and the npm
 bittorrent-tracker when they can be had. Scenarios: announce with 64 keep-alive connections,
 announce with a new connection per request, single-info_hash scrape with keep-alive. Servers
 are measured alternately (for each scenario, for each round, for each server) and the median
-of the rounds is reported. See benchmarks/README.md.
+of the rounds is reported. Then the UDP scenario for both builds (``udp.py``; ``--no-udp``
+skips it). See benchmarks/README.md.
 """
 
 from __future__ import annotations
