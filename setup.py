@@ -50,8 +50,6 @@ COMPILED = [
     "johnlocke/udp/codec.py",
     # The UDP frontend: triage, connection ids, counting and the send, every datagram.
     "johnlocke/udp/server.py",
-    # The HTTP frontend's handlers: per-request glue around the codec and the tracker.
-    "johnlocke/http/server.py",
     # The WebSocket frontend: per-frame and per-offer work for every message.
     "johnlocke/websocket/frames.py",
     "johnlocke/websocket/codec.py",
