@@ -44,6 +44,12 @@ COMPILED = [
     "johnlocke/http/codec.py",
     "johnlocke/tracker.py",
     "johnlocke/strategy.py",
+    # The memory store: upsert, index probe, sampling and the answer's peers, every announce.
+    "johnlocke/store/memory.py",
+    # The UDP codec: every datagram.
+    "johnlocke/udp/codec.py",
+    # The UDP frontend: triage, connection ids, counting and the send, every datagram.
+    "johnlocke/udp/server.py",
     # The WebSocket frontend: per-frame and per-offer work for every message.
     "johnlocke/websocket/frames.py",
     "johnlocke/websocket/codec.py",

@@ -295,6 +295,19 @@ def write_results(prefix: str, stamp: str, doc: dict) -> Path:
     return out
 
 
+def banner(title: str) -> None:
+    """A section of a benchmark's report: its title between two rules."""
+    print("\n" + "=" * 100)
+    print(title)
+    print("=" * 100, flush=True)
+
+
+def table_head(head: str) -> None:
+    """A table's header line and the rule under it."""
+    print(head)
+    print("-" * len(head))
+
+
 def run_main(main: Callable[[], int]) -> None:
     """Exit with ``main()``'s code; Ctrl-C says that every process started has been stopped."""
     try:
@@ -690,9 +703,12 @@ def johnlocke_server(
     core: int | None = TRACKER_CORE,
     extra_toml: str = "",
     udp_port: int | None = None,
+    pure: bool = False,
 ) -> Server:
     """JohnLocke on a free HTTP port; its UDP tracker on ``udp_port``, or off when None (so that
-    HTTP benchmarks measure the same daemon as before it had one)."""
+    HTTP benchmarks measure the same daemon as before it had one). ``pure``: the pure-Python
+    build (``JOHNLOCKE_NO_EXTENSIONS=1``), else the build the environment chooses (compiled
+    if the checkout has its binaries and JOHNLOCKE_NO_EXTENSIONS is not set)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
@@ -705,9 +721,11 @@ def johnlocke_server(
         f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
     )
     argv = pinned([sys.executable, "-m", "johnlocke", "--config", str(config)], core)
-    return Server(
-        name, "johnlocke", argv, port, workdir, note=f"event_loop={event_loop}", env=python_env()
-    )
+    env = python_env()
+    if pure:
+        env["JOHNLOCKE_NO_EXTENSIONS"] = "1"
+    note = f"event_loop={event_loop}, {'pure Python' if pure else 'as built'}"
+    return Server(name, "johnlocke", argv, port, workdir, note=note, env=env)
 
 
 def bare_server(

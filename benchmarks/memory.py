@@ -423,15 +423,12 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print("\n" + "=" * 100)
-    print("MEMORY (RSS = VmRSS, peak = VmHWM; bytes/peer = (RSS after - RSS before) / peers)")
-    print("=" * 100)
+    bl.banner("MEMORY (RSS = VmRSS, peak = VmHWM; bytes/peer = (RSS after - RSS before) / peers)")
     head = (
         f"{'server':<20} {'case':<9} {'swarms':>8} {'peers':>9} {'RSS before':>11} "
         f"{'RSS after':>10} {'peak':>9} {'bytes/peer':>10} {'fill s':>7} {'fill/s':>7}  held"
     )
-    print(head)
-    print("-" * len(head))
+    bl.table_head(head)
     for r in results:
         if r["case"] != "expiry":
             print(table_line(r))
@@ -495,20 +492,14 @@ def main() -> int:
         )
     if args.quick:
         print("  (quick run: 10x fewer peers than the targets are stated for)")
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    out = bl.RESULTS / f"memory-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "quick": args.quick,
-                "results": results,
-                "targets": verdicts,
-                "elapsed_s": round(time.monotonic() - t_start, 1),
-            },
-            indent=1,
-        )
-    )
+    doc = {
+        "date": stamp,
+        "quick": args.quick,
+        "results": results,
+        "targets": verdicts,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    out = bl.write_results("memory", stamp, doc)
     print(f"\nJSON: {out}   (elapsed {time.monotonic() - t_start:.0f} s)")
     return 0
 
@@ -561,8 +552,4 @@ def table_line(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this script started has been stopped", flush=True)
-        sys.exit(130)
+    bl.run_main(main)

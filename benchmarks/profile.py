@@ -35,12 +35,18 @@ import benchlib as bl  # noqa: E402
 # C functions Cython generates for the compiled modules).
 PARTS = [
     ("aiohttp request handling (all of it)", r"^RequestHandler\._handle_request$"),
-    ("announce handler (Frontend.announce)", r"^Frontend\.announce$"),
+    # Compiled, a coroutine's frames are its generator's C function (a Frontend or Tracker
+    # coroutine under this load is announce).
+    (
+        "announce handler (Frontend.announce)",
+        r"^Frontend\.announce$|^__pyx_gb_9johnlocke_4http_6server_8Frontend_\d+gen",
+    ),
     ("  parse (codec.parse_announce)", r"parse_announce$"),
     ("  Tracker.announce", r"^Tracker\.announce$|^__pyx_gb_9johnlocke_7tracker_7Tracker_\d+gen"),
-    ("    store (MemoryStore.announce)", r"^MemoryStore\.announce$"),
+    ("    store (MemoryStore.announce)", r"^MemoryStore\._?announce$|^MemoryStore__announce$"),
+    ("      upsert (Swarm.upsert)", r"^Swarm[._]upsert$"),
     ("    strategy (select)", r"\.select$"),
-    ("    answer peers (view.compact)", r"^MemoryView\.compact$"),
+    ("    answer peers (view.compact)", r"^MemoryView[._]compact$"),
     ("  encode (codec.encode_answer)", r"encode_answer$"),
     ("  stats counting (count_client, fail)", r"^Stats\.(count_client|fail)$"),
     ("  web.Response()", r"^Response\.__init__$"),
@@ -99,7 +105,7 @@ def main() -> int:
         env["JOHNLOCKE_NO_EXTENSIONS"] = "1"
     bl.RESULTS.mkdir(exist_ok=True)
     stem = bl.RESULTS / f"profile-{args.build}-{time.strftime('%Y%m%d-%H%M%S')}"
-    argv = [sys.executable, str(HERE / "run.py"), "--servers", "johnlocke"]
+    argv = [sys.executable, str(HERE / "run.py"), "--servers", "johnlocke", "--no-udp"]
     argv += ["--scenarios", "announce-ka", "--rounds", "1", "--duration", str(args.seconds + 10)]
     with bl.Processes() as procs:
         run = procs.start(argv, stem.with_suffix(".log"), env=env)

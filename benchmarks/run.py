@@ -4,12 +4,14 @@
     python benchmarks/run.py --quick    # smoke run: 1 round x 3 s
     python benchmarks/run.py --duration 20 --rounds 3
 
-Servers (each pinned to core 1, wrk pinned to core 0): JohnLocke (asyncio and uvloop), a bare
+Servers (each pinned to core 1, wrk pinned to core 0): JohnLocke (asyncio, uvloop, and the
+pure-Python build beside the compiled one), a bare
 aiohttp server with a fixed body (asyncio and uvloop), Debian's opentracker and the npm
 bittorrent-tracker when they can be had. Scenarios: announce with 64 keep-alive connections,
 announce with a new connection per request, single-info_hash scrape with keep-alive. Servers
 are measured alternately (for each scenario, for each round, for each server) and the median
-of the rounds is reported. See benchmarks/README.md.
+of the rounds is reported. Then the UDP scenario for both builds (``udp.py``; ``--no-udp``
+skips it). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SCENARIOS = {
 }
 ALL_SERVERS = (
     "johnlocke",
+    "johnlocke-pure",
     "johnlocke-uvloop",
     "bare-aiohttp",
     "bare-aiohttp-uvloop",
@@ -68,6 +71,12 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="measure again (up to N times) when other processes used > 25%% of a core",
     )
+    p.add_argument(
+        "--no-udp",
+        dest="udp",
+        action="store_false",
+        help="skip the UDP scenario (benchmarks/udp.py, both builds) that follows the HTTP ones",
+    )
     a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for s in a.scenarios:
@@ -97,6 +106,8 @@ def build_servers(
             continue
         if name == "johnlocke":
             servers.append(bl.johnlocke_server(name, workdir, "asyncio", core))
+        elif name == "johnlocke-pure":
+            servers.append(bl.johnlocke_server(name, workdir, "asyncio", core, pure=True))
         elif name == "johnlocke-uvloop":
             servers.append(bl.johnlocke_server(name, workdir, "uvloop", core))
         elif name == "bare-aiohttp":
@@ -359,10 +370,9 @@ def print_table(results: dict, servers: list[bl.Server], scenarios: list[str]) -
     head = (
         f"{'scenario':<15} {'server':<20} {'req/s':>8} {'rounds':>15} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'bad':>4} {'sockerr':>7} {'srv cpu':>7} {'wrk cpu':>7} {'other':>6} "
-        f"{'peak RSS':>9}  check"
+        f"{'us/req':>6} {'peak RSS':>9}  check"
     )
-    print(head)
-    print("-" * len(head))
+    bl.table_head(head)
     for sc in scenarios:
         for srv in servers:
             r = results[sc].get(srv.name)
@@ -378,10 +388,26 @@ def print_table(results: dict, servers: list[bl.Server], scenarios: list[str]) -
                 f"{sc:<15} {srv.name:<20} {s['rps']:>8.0f} {rounds:>15} {s['p50_ms']:>7.2f} "
                 f"{s['p99_ms']:>7.2f} {s['non200'] + s['bad']:>4} {s['sock_errors']:>7} "
                 f"{fmt(s['server_cpu_pct'], '.0f'):>6}% {fmt(s['wrk_cpu_pct'], '.0f'):>6}% "
-                f"{fmt(s['other_cpu_pct'], '.0f'):>5}% "
+                f"{fmt(s['other_cpu_pct'], '.0f'):>5}% {fmt(cpu_per_request(s), '.0f'):>6} "
                 f"{bl.fmt_bytes_kib(s['hwm_kib']):>5} MiB  {check}"
             )
         print()
+
+
+def cpu_per_request(summary: dict) -> float | None:
+    """The server's CPU time per answer (us): on a shared machine, where a server may not get
+    its whole core, this says more than req/s."""
+    cpu, rps = summary.get("server_cpu_pct"), summary.get("rps")
+    return cpu / 100 / rps * 1e6 if cpu and rps else None
+
+
+def cpu_ratio(results: dict, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+    """b's CPU per request over a's: the req/s ratio the two would have with a core each."""
+    ra, rb = results.get(a[0], {}).get(a[1]), results.get(b[0], {}).get(b[1])
+    if ra is None or rb is None or ra["invalid"] or rb["invalid"]:
+        return None
+    ca, cb = cpu_per_request(ra["summary"]), cpu_per_request(rb["summary"])
+    return cb / ca if ca and cb else None
 
 
 def ratio(results: dict, a: tuple[str, str], b: tuple[str, str]) -> tuple[float | None, str]:
@@ -410,7 +436,7 @@ def compute_ratios(results: dict) -> list[dict]:
             "JohnLocke announce keep-alive / bare aiohttp keep-alive",
             ("announce-ka", "johnlocke"),
             ("announce-ka", "bare-aiohttp"),
-            0.6,
+            0.7,
             True,
         ),
         (
@@ -424,36 +450,65 @@ def compute_ratios(results: dict) -> list[dict]:
             "JohnLocke announce new-connection / bare aiohttp new-connection",
             ("announce-close", "johnlocke"),
             ("announce-close", "bare-aiohttp"),
-            0.85,
+            0.9,
             True,
         ),
         (
             "JohnLocke scrape keep-alive / bare aiohttp keep-alive",
             ("scrape-ka", "johnlocke"),
             ("scrape-ka", "bare-aiohttp"),
-            0.8,
+            0.85,
             True,
+        ),
+        # Not targets: the pure-Python build, against the same bare server.
+        (
+            "(pure) JohnLocke announce keep-alive / bare aiohttp keep-alive",
+            ("announce-ka", "johnlocke-pure"),
+            ("announce-ka", "bare-aiohttp"),
+            0.7,
+            False,
+        ),
+        (
+            "(pure) JohnLocke announce new-connection / bare new-connection",
+            ("announce-close", "johnlocke-pure"),
+            ("announce-close", "bare-aiohttp"),
+            0.9,
+            False,
+        ),
+        (
+            "(pure) JohnLocke scrape keep-alive / bare aiohttp keep-alive",
+            ("scrape-ka", "johnlocke-pure"),
+            ("scrape-ka", "bare-aiohttp"),
+            0.85,
+            False,
+        ),
+        (
+            "JohnLocke compiled / pure build, announce keep-alive",
+            ("announce-ka", "johnlocke"),
+            ("announce-ka", "johnlocke-pure"),
+            None,
+            False,
         ),
         # Not targets: the same with uvloop on both sides, and against opentracker.
         (
             "(uvloop) JohnLocke announce keep-alive / bare aiohttp keep-alive",
             ("announce-ka", "johnlocke-uvloop"),
             ("announce-ka", "bare-aiohttp-uvloop"),
-            0.6,
+            0.7,
             False,
         ),
         (
             "(uvloop) JohnLocke announce new-connection / bare new-connection",
             ("announce-close", "johnlocke-uvloop"),
             ("announce-close", "bare-aiohttp-uvloop"),
-            0.85,
+            0.9,
             False,
         ),
         (
             "(uvloop) JohnLocke scrape keep-alive / bare aiohttp keep-alive",
             ("scrape-ka", "johnlocke-uvloop"),
             ("scrape-ka", "bare-aiohttp-uvloop"),
-            0.8,
+            0.85,
             False,
         ),
         (
@@ -471,8 +526,15 @@ def compute_ratios(results: dict) -> list[dict]:
             False,
         ),
     ]
+    for label, a, b, target, _ in [spec[i] for i in (0, 2, 3, 4, 5, 6, 7)]:
+        # The same ratios by CPU time per request (each side's req/s at a full core): for a
+        # shared machine, where the servers may not get their whole core.
+        if cpu_ratio(results, a, b) is not None:
+            spec.append((f"(cpu) {label}", a, b, target, False))
     for label, a, b, target, is_target in spec:
         value, why = ratio(results, a, b)
+        if label.startswith("(cpu) "):
+            value, why = cpu_ratio(results, a, b), ""
         noisy = max(other_cpu(results, *a), other_cpu(results, *b)) > NOISY_OTHER_PCT
         rows.append(
             {
@@ -487,9 +549,13 @@ def compute_ratios(results: dict) -> list[dict]:
                 "met": None if value is None or target is None else value >= target,
             }
         )
-    for name, is_target in (("johnlocke", True), ("johnlocke-uvloop", False)):
+    for name, is_target, tag in (
+        ("johnlocke", True, ""),
+        ("johnlocke-pure", False, "(pure) "),
+        ("johnlocke-uvloop", False, "(uvloop) "),
+    ):
         r = results.get("announce-ka", {}).get(name)
-        label = f"{'' if is_target else '(uvloop) '}JohnLocke announce keep-alive p99 at 64 conns"
+        label = f"{tag}JohnLocke announce keep-alive p99 at 64 conns"
         if r is None or r["summary"].get("rps") is None or r["invalid"]:
             rows.append(
                 {
@@ -708,12 +774,10 @@ def main() -> int:
             if r is not None:
                 r["invalid"] = validity(r["summary"], srv, kind, checks.get(srv.name, {}))
 
-    print("\n" + "=" * 100)
-    print(
+    bl.banner(
         f"RESULTS (median of {args.rounds} round(s) of {args.duration:g} s; req/s per round in "
         "'rounds'; peak RSS = VmHWM of the server process so far)"
     )
-    print("=" * 100)
     print_table(results, servers, args.scenarios)
     notes = []
     for srv in servers:
@@ -771,7 +835,21 @@ def main() -> int:
     }
     out = bl.write_results("run", stamp, doc)
     print(f"\nJSON: {out}   (elapsed {doc['elapsed_s']} s)")
+    if args.udp:
+        return run_udp(args)
     return 0
+
+
+def run_udp(args: argparse.Namespace) -> int:
+    """The UDP scenario for both builds (``udp.py``, which prints its own table and ratios)."""
+    argv = [sys.executable, str(bl.HERE / "udp.py"), "--servers", "johnlocke,johnlocke-pure"]
+    argv += ["--no-http", "--light-inflight", "0", "--rounds", str(args.rounds)]
+    argv += ["--duration", f"{args.duration:g}", "--swarms", str(args.swarms)]
+    argv += ["--peers", str(args.peers), "--numwant", str(args.numwant)]
+    if args.no_install:
+        argv.append("--no-install")
+    bl.banner("UDP, compiled and pure-Python builds (benchmarks/udp.py)")
+    return subprocess.run(argv, check=False).returncode
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -195,15 +194,13 @@ def main() -> int:
                 + ("" if r["all_removed"] else "; NOT all removed by the sweep"),
                 flush=True,
             )
-    print("\n" + "=" * 100)
-    print("WORST EVENT-LOOP LAG (ms), per phase; in brackets, wake-ups more than 10 ms late")
+    bl.banner("WORST EVENT-LOOP LAG (ms), per phase; in brackets, wake-ups more than 10 ms late")
     head = (
         f"{'layout':<20} {'peers':>9} "
         + " ".join(f"{ph:>12}" for ph in PHASES)
         + f" {'idle':>7}  target <= {TARGET_MS:g} ms"
     )
-    print(head)
-    print("-" * len(head))
+    bl.table_head(head)
     for r in results:
         layout = f"{r['swarms']} x {r['peers_per_swarm']}"
         cells = " ".join(
@@ -213,16 +210,10 @@ def main() -> int:
         if not r["all_removed"]:
             verdict += " (not all peers removed)"
         print(f"{layout:<20} {r['peers']:>9} {cells} {r['idle_worst_ms']:>7.2f}  {verdict}")
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    out = bl.RESULTS / f"lag-{stamp}.json"
-    out.write_text(json.dumps({"date": stamp, "loop": args.loop, "results": results}, indent=1))
+    out = bl.write_results("lag", stamp, {"date": stamp, "loop": args.loop, "results": results})
     print(f"\nJSON: {out}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this script started has been stopped", flush=True)
-        sys.exit(130)
+    bl.run_main(main)

@@ -46,8 +46,14 @@ LOADGEN_SOURCE = bl.HERE / "udp_load.c"
 # The load generator's record: info_hash, peer_id, port, left, key.
 RECORD = struct.Struct(">20s20sHQI")
 MIN_PEERS = http_bench.MIN_PEERS
-ALL_SERVERS = ("johnlocke", "johnlocke-uvloop", "opentracker", "bittorrent-tracker")
-DEFAULT_SERVERS = ("johnlocke", "opentracker", "bittorrent-tracker")
+ALL_SERVERS = (
+    "johnlocke",
+    "johnlocke-pure",
+    "johnlocke-uvloop",
+    "opentracker",
+    "bittorrent-tracker",
+)
+DEFAULT_SERVERS = ("johnlocke", "johnlocke-pure", "opentracker", "bittorrent-tracker")
 NOISY_OTHER_PCT = http_bench.NOISY_OTHER_PCT
 # Scenarios: UDP for every server; JohnLocke's HTTP ones from run.py on the same daemon.
 UDP = "announce-udp"
@@ -274,7 +280,7 @@ def build_targets(
     install = not args.no_install
     for name in args.servers:
         udp_port = bl.free_port(socket.SOCK_DGRAM)
-        if name in ("johnlocke", "johnlocke-uvloop"):
+        if name in ("johnlocke", "johnlocke-pure", "johnlocke-uvloop"):
             loop = "uvloop" if name.endswith("uvloop") else "asyncio"
             if loop == "uvloop":
                 try:
@@ -282,7 +288,9 @@ def build_targets(
                 except ImportError:
                     skipped[name] = "uvloop is not installed"
                     continue
-            srv = bl.johnlocke_server(name, workdir, loop, core, udp_port=udp_port)
+            srv = bl.johnlocke_server(
+                name, workdir, loop, core, udp_port=udp_port, pure=name == "johnlocke-pure"
+            )
             targets.append(Target(name, srv, udp_port, http=name == "johnlocke"))
         elif name == "opentracker":
             if bl.ensure_command("opentracker", "opentracker", install) is None:
@@ -338,8 +346,7 @@ def print_table(results: dict[tuple[str, str], dict]) -> None:
         f"{'p99 ms':>7} {'srv cpu':>7} {'us/answer':>9} {'load cpu':>8} {'other':>6} "
         f"{'bad':>4} {'err':>4} {'lost':>5}"
     )
-    print(head)
-    print("-" * len(head))
+    bl.table_head(head)
     for (name, scenario), r in results.items():
         s = r["summary"]
         if s.get("rps") is None:
@@ -374,6 +381,7 @@ def ratios(results: dict[tuple[str, str], dict]) -> list[dict]:
         ("JohnLocke UDP / JohnLocke HTTP keep-alive", ("johnlocke", "announce-http-ka"), 1.5),
         ("JohnLocke UDP / bittorrent-tracker UDP", ("bittorrent-tracker", UDP), 3.0),
         ("JohnLocke UDP / opentracker UDP", ("opentracker", UDP), 0.2),
+        ("JohnLocke UDP compiled / pure-Python build", ("johnlocke-pure", UDP), 1.5),
         ("(uvloop) JohnLocke UDP uvloop / opentracker UDP", ("opentracker", UDP), None),
     ):
         num, num_other = (
@@ -594,9 +602,7 @@ def main() -> int:
     for (name, _sc), r in results.items():
         r["invalid"] = [checks[name]["fill_error"]] if checks[name].get("fill_error") else []
 
-    print("\n" + "=" * 100)
-    print(f"RESULTS (median of {args.rounds} round(s) of {args.duration:g} s)")
-    print("=" * 100)
+    bl.banner(f"RESULTS (median of {args.rounds} round(s) of {args.duration:g} s)")
     print_table(results)
     for name, c in checks.items():
         if c.get("fill_error"):

@@ -1888,6 +1888,25 @@ class MemoryStore:
         create: bool = True,
         proto: int = 0,
     ) -> MemoryView:
+        return self._announce(
+            info_hash, peer_id, addr, seeder, key_hash, completed_event, hold, max_per_ip,
+            create, proto,
+        )  # fmt: skip
+
+    def _announce(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        seeder: bool,
+        key_hash: int,
+        completed_event: bool,
+        hold: int,
+        max_per_ip: int,
+        create: bool,
+        proto: int,
+    ) -> MemoryView:
+        # Not a coroutine: the compiled build calls the Swarm's methods as C functions here.
         now = int(self._clock() - self._epoch)
         if key_hash > 0x3FFF_FFFF:  # _KEY_MASK, as a constant: this runs on every announce
             key_hash = ((key_hash ^ key_hash >> 30) & _KEY_MASK) or 1  # 2 bits are proto's
@@ -1897,26 +1916,20 @@ class MemoryStore:
             raise ValueError(f"an address is 6, 18 or 8 bytes, not {len(addr)}") from None
         swarm = self.swarms.get(info_hash)
         if swarm.__class__ is Swarm:
-            t, slot, counted, updated = swarm.upsert(  # type: ignore[union-attr]
+            big: Swarm = swarm  # type: ignore[assignment]
+            t, slot, counted, updated = big.upsert(
                 peer_id, addr, f, seeder, key_hash, now, completed_event, hold, max_per_ip, proto
             )
             if updated:
                 self._dirty = True
                 if not proto:
                     return MemoryView(
-                        swarm.addrs,  # type: ignore[union-attr]
-                        swarm.meta,  # type: ignore[union-attr]
-                        info_hash, peer_id, addr, t, slot, counted, now,
-                        swarm.seeds - swarm.xs,  # type: ignore[union-attr]
-                        swarm.leeches - swarm.xl,  # type: ignore[union-attr]
-                        swarm.downloaded,  # type: ignore[union-attr]
+                        big.addrs, big.meta, info_hash, peer_id, addr, t, slot, counted, now,
+                        big.seeds - big.xs, big.leeches - big.xl, big.downloaded,
                     )  # fmt: skip
             return OptionView(
-                swarm.addrs,  # type: ignore[union-attr]
-                swarm.meta,  # type: ignore[union-attr]
-                info_hash, peer_id, addr, t, slot, counted, now,
-                *swarm.counts(),  # type: ignore[union-attr]
-                updated, False, proto,
+                big.addrs, big.meta, info_hash, peer_id, addr, t, slot, counted, now,
+                *big.counts(), updated, False, proto,
             )  # fmt: skip
         t = f << 1 | (not seeder)
         b = o = -1
