@@ -50,6 +50,8 @@ COMPILED = [
     "johnlocke/udp/codec.py",
     # The UDP frontend: triage, connection ids, counting and the send, every datagram.
     "johnlocke/udp/server.py",
+    # Starting each datagram's and message's coroutine without a task: every datagram.
+    "johnlocke/eager.py",
     # The WebSocket frontend: per-frame and per-offer work for every message.
     "johnlocke/websocket/frames.py",
     "johnlocke/websocket/codec.py",

@@ -71,7 +71,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
-from johnlocke import status_page
+from johnlocke import eager, status_page
 from johnlocke.addresses import RealIp, address_group, pack_ip
 from johnlocke.bittorrent import ANNOUNCE, SCRAPE, parse_target
 from johnlocke.config import Config
@@ -507,6 +507,8 @@ class _Limits:
         self.idle: dict[_Guard, None] = {}
         # Connections taken over as WebSockets: outside the cap (johnlocke.websocket has its own).
         self.upgraded: dict[_Guard, None] = {}
+        # TLS handshakes waiting for the client (``_TlsGuard``), kept until done.
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.per_address: dict[bytes, int] = {}
         self.evicted = 0
         self.reclaimed = 0
@@ -756,34 +758,25 @@ class _TlsGuard(_Guard):
         self.early: list[bytes] | None = []
 
     def _serve(self, transport: asyncio.BaseTransport) -> None:
-        # start_tls runs here, inside connection_made, up to its wait for the handshake: the TLS
+        # Run at once, inside connection_made, up to start_tls's wait for the handshake: the TLS
         # layer is the socket's protocol before a byte can be read (a task would start it a loop
         # turn later, and uvloop would hand the client's hello to this protocol meanwhile).
-        coro = asyncio.get_running_loop().start_tls(
-            transport,  # type: ignore[arg-type]
-            self,
-            self.context,
-            server_side=True,
-            ssl_handshake_timeout=self.handshake_timeout,
-        )
-        self._step(coro)
+        eager.run(self._handshake(transport), self.limits.handshakes)
 
-    def _step(self, coro: Any) -> None:
-        """Run ``start_tls`` on to its next wait, as a task would, without a task per handshake."""
+    async def _handshake(self, raw: asyncio.BaseTransport) -> None:
         try:
-            waiting = coro.send(None)
-        except StopIteration as done:
-            self._secured(done.value)
-            return
+            secure = await asyncio.get_running_loop().start_tls(
+                raw,  # type: ignore[arg-type]
+                self,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
         except Exception as exc:  # a failed handshake, or the guard closed it meanwhile
             log.debug("TLS handshake failed: %r", exc)
             self.drop()
             return
-        if waiting is None:  # a bare yield: again on the next turn
-            asyncio.get_running_loop().call_soon(self._step, coro)
-            return
-        waiting._asyncio_future_blocking = False
-        waiting.add_done_callback(lambda _: self._step(coro))
+        self._secured(secure)
 
     def _secured(self, secure: asyncio.BaseTransport | None) -> None:
         if self.transport is None or secure is None:  # closed after the handshake was done

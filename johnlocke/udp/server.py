@@ -17,7 +17,7 @@ client asks again), never queued.
 The tracker's methods are coroutines. A datagram is handled by running its coroutine at once,
 inside ``datagram_received``: with a store that answers without waiting (the memory store) it
 finishes there, with no task and no extra turn of the event loop. One that does wait (a store
-doing I/O) is finished by a task (``_finish``), so the server works with either.
+doing I/O) is finished by a task (``johnlocke.eager``), so the server works with either.
 
 Statements that exist only to count for ``/stats`` end with ``# stats``, as in the HTTP server.
 """
@@ -36,6 +36,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import quote_from_bytes
 
+from johnlocke import eager
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.logs import ACCESS_LOGGER, mask
@@ -158,13 +159,7 @@ class UdpFrontend:
 
     def _run(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a handler now; if it has to wait, a task finishes it."""
-        try:
-            waiting_for = coro.send(None)
-        except StopIteration:
-            return
-        task = asyncio.get_running_loop().create_task(_finish(coro, waiting_for))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        eager.run(coro, self.pending)
 
     async def _announce(self, data: bytes, addr: Any, ip: bytes, transaction_id: int) -> None:
         t0 = perf_counter()  # stats
@@ -268,33 +263,6 @@ class UdpFrontend:
             )
         except Exception:
             log.exception("cannot write an access log line")
-
-
-async def _finish(coro: Coroutine[Any, Any, None], waiting_for: Any) -> None:
-    """Go on with a handler that ``send(None)`` started and that is waiting on a future: wait
-    for that future here, in a task, and resume the handler, as a task would have."""
-    while True:
-        try:
-            if waiting_for is None:
-                await asyncio.sleep(0)  # a bare yield: give the loop one turn
-            else:
-                # The future was yielded marked "blocking" for a task to take over; no task
-                # saw it, so clear the mark as a task does before it waits.
-                waiting_for._asyncio_future_blocking = False
-                await waiting_for
-        except BaseException as exc:
-            if waiting_for is None or not waiting_for.done():
-                # This task was cancelled (shutdown): the handler hears of it where it waits.
-                try:
-                    waiting_for = coro.throw(exc)
-                except StopIteration:
-                    return
-                continue
-            # Otherwise the future failed: the handler reads that itself when it resumes.
-        try:
-            waiting_for = coro.send(None)
-        except StopIteration:
-            return
 
 
 class UdpServer:

@@ -43,6 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
+from johnlocke import eager
 from johnlocke.bittorrent import EVENT_STOPPED, AnnounceRequest, Answer
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
@@ -476,7 +477,7 @@ class Hub:
     ) -> None:
         """The rest of a message that waited for the store, then the messages behind it."""
         try:
-            await _resume(coro, waiting)
+            await eager.resume(coro, waiting)
             while conn.backlog and not conn.closing:
                 await self.handle(conn, conn.backlog.pop(0))
         finally:
@@ -643,12 +644,7 @@ class Hub:
         conn.pending = None
         conn.backlog = None
         if joined:
-            coro = self._leave_all(conn.endpoint, joined)
-            try:
-                waiting = coro.send(None)
-            except StopIteration:
-                return
-            self._spawn(_resume(coro, waiting))
+            eager.run(self._leave_all(conn.endpoint, joined), self._tasks)
 
     async def _leave_all(self, endpoint: bytes, joined: list[bytes]) -> None:
         while joined:
@@ -703,29 +699,6 @@ class Hub:
                         if pending[first][3] >= cutoff:
                             break
                         del pending[first]
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Drive a coroutine that has already run up to its first suspension (``waiting``, what it
-    yielded) to its end, as the task it never had would."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)  # a bare yield: run again on the next loop turn
-            else:
-                # Clear the mark the coroutine's yield set, as a task would before waiting.
-                waiting._asyncio_future_blocking = False
-                await waiting
-        except asyncio.CancelledError:
-            if waiting is None or not waiting.cancelled():
-                coro.close()  # this task was cancelled (shutdown), not what it waited for
-                raise
-        except Exception:
-            pass  # the coroutine sees the future's exception itself when resumed
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return
 
 
 _last_full = [0.0]
