@@ -52,6 +52,9 @@ COMPILED = [
     "johnlocke/udp/server.py",
     # Starting each datagram's and message's coroutine without a task: every datagram.
     "johnlocke/eager.py",
+    # The HTTP lean path: every announce and scrape over HTTP. (http/server.py compiled
+    # measured no faster, and benchmarks/stats_overhead.py compares it as interpreted source.)
+    "johnlocke/http/lean.py",
     # The WebSocket frontend: per-frame and per-offer work for every message.
     "johnlocke/websocket/frames.py",
     "johnlocke/websocket/codec.py",

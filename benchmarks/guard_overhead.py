@@ -9,10 +9,11 @@
    chunk of a request, then ``answered()`` once aiohttp has written the answer), and the check
    of the request line's HTTP version in the request factory, each against the bare call.
 2. End to end: the tracker app served by a child process, once through
-   ``johnlocke.http.server.start`` (guarded) and once through a plain ``AppRunner``/``TCPSite``
-   (no guard), alternating; this process drives keep-alive announces over raw sockets from
-   ``--connections`` clients and counts answers/s. With two or more cores the server is pinned
-   to core 1 and the client to core 0.
+   ``johnlocke.http.server.start`` (guarded; the lean path, ``johnlocke.http.lean``, turned off
+   so that both serve through aiohttp's handlers) and once through a plain
+   ``AppRunner``/``TCPSite`` (no guard), alternating; this process drives keep-alive announces
+   over raw sockets from ``--connections`` clients and counts answers/s. With two or more cores
+   the server is pinned to core 1 and the client to core 0.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SERVER = """
 import asyncio, sys
 from aiohttp import web
 from johnlocke.config import validate
+import johnlocke.http.server as http_server
 from johnlocke.http.server import build_app, runner_options, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
@@ -47,6 +49,7 @@ async def main(mode):
     tracker = Tracker(config, MemoryStore())
     app = build_app(tracker, config)
     if mode == "guarded":
+        http_server.LEAN = False
         runner = await start(app, config)
     else:
         runner = web.AppRunner(app, **runner_options(config))

@@ -1,9 +1,10 @@
-"""Where the daemon's time goes under the announce keep-alive load: py-spy on the real daemon.
+"""Where the daemon's time goes under a benchmark load: py-spy on the real daemon.
 
-    python benchmarks/profile.py [--build compiled|pure] [--seconds 20]
+    python benchmarks/profile.py [--build compiled|pure] [--scenario announce-ka] [--seconds 20]
 
-Runs ``benchmarks/run.py --servers johnlocke --scenarios announce-ka`` (the daemon as a user runs
-it, filled with benchlib's 1,000 swarms of 100 peers, then wrk with 64 keep-alive connections)
+Runs ``benchmarks/run.py --servers johnlocke --scenarios SCENARIO`` (the daemon as a user runs
+it, filled with benchlib's 1,000 swarms of 100 peers, then wrk with 64 connections: keep-alive
+for announce-ka and scrape-ka, one per request for announce-close)
 and, once wrk is on, samples the daemon with ``py-spy record --native`` (Python and C frames,
 compiled modules included). ``--build pure`` runs the daemon with ``JOHNLOCKE_NO_EXTENSIONS=1``.
 
@@ -35,6 +36,8 @@ import benchlib as bl  # noqa: E402
 # C functions Cython generates for the compiled modules).
 PARTS = [
     ("aiohttp request handling (all of it)", r"^RequestHandler\._handle_request$"),
+    ("lean path (LeanParser.feed_data)", r"LeanParser[._]feed_data$"),
+    ("  lean answer written (LeanParser._reply)", r"LeanParser[._]_reply$"),
     # Compiled, a coroutine's frames are its generator's C function (a Frontend or Tracker
     # coroutine under this load is announce).
     (
@@ -52,6 +55,8 @@ PARTS = [
     ("  web.Response()", r"^Response\.__init__$"),
     ("writing the answer (finish_response)", r"^RequestHandler\.finish_response$"),
     ("reading requests (data_received)", r"^_SelectorSocketTransport\._read_ready$"),
+    ("accepting connections", r"^BaseSelectorEventLoop\._accept_connection2?$"),
+    ("closing connections (connection_lost)", r"connection_lost$"),
 ]
 MAIN_THREAD = "_run_module_as_main"
 _LINE = re.compile(r":\d+$")
@@ -89,6 +94,9 @@ def summarise(raw: Path, top: int = 30) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build", choices=["compiled", "pure"], default="compiled")
+    p.add_argument(
+        "--scenario", choices=["announce-ka", "announce-close", "scrape-ka"], default="announce-ka"
+    )
     p.add_argument("--seconds", type=int, default=20, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--summarise", type=Path, help="only summarise an existing .raw file")
@@ -104,9 +112,9 @@ def main() -> int:
     if args.build == "pure":
         env["JOHNLOCKE_NO_EXTENSIONS"] = "1"
     bl.RESULTS.mkdir(exist_ok=True)
-    stem = bl.RESULTS / f"profile-{args.build}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = bl.RESULTS / f"profile-{args.build}-{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     argv = [sys.executable, str(HERE / "run.py"), "--servers", "johnlocke", "--no-udp"]
-    argv += ["--scenarios", "announce-ka", "--rounds", "1", "--duration", str(args.seconds + 10)]
+    argv += ["--scenarios", args.scenario, "--rounds", "1", "--duration", str(args.seconds + 10)]
     with bl.Processes() as procs:
         run = procs.start(argv, stem.with_suffix(".log"), env=env)
         pid = None
@@ -114,7 +122,7 @@ def main() -> int:
         while time.monotonic() < deadline and run.poll() is None:
             text = stem.with_suffix(".log").read_text()
             pid = pid or next(iter(re.findall(r"started johnlocke +pid (\d+)", text)), None)
-            if pid and "scenario announce-ka" in text:
+            if pid and f"scenario {args.scenario}" in text:
                 break
             time.sleep(0.5)
         else:
@@ -125,7 +133,7 @@ def main() -> int:
         spy_argv += ["-r", str(args.rate), "-f", "raw", "-o", str(stem.with_suffix(".raw"))]
         subprocess.run(spy_argv, check=True, capture_output=True, timeout=args.seconds + 60)
         run.wait(timeout=300)
-    head = f"profile of the daemon ({args.build} build), announce keep-alive load, {args.seconds} s"
+    head = f"profile of the daemon ({args.build} build), {args.scenario} load, {args.seconds} s"
     text = head + "\n" + summarise(stem.with_suffix(".raw"))
     stem.with_suffix(".txt").write_text(text)
     print(text, end="")

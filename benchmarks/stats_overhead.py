@@ -100,12 +100,17 @@ class _Transport:
 class _Request:
     """What Frontend.announce reads from an aiohttp request."""
 
-    __slots__ = ("raw_path", "transport", "headers")
+    __slots__ = ("raw_path", "transport", "headers", "_message")
 
     def __init__(self, raw_path: str) -> None:
         self.raw_path = raw_path
         self.transport = _Transport()
         self.headers: dict[str, str] = {}
+        self._message = _Message()
+
+
+class _Message:
+    upgrade = False  # not a WebSocket handshake
 
 
 def _quote(b: bytes) -> str:

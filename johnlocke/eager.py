@@ -35,8 +35,9 @@ def run(
     return task
 
 
-async def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
-    """Drive ``coro``, which ``send(None)`` has run up to a yield of ``waiting``, to its end."""
+async def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
+    """Drive ``coro``, which ``send(None)`` has run up to a yield of ``waiting``, to its end;
+    return what it returns."""
     while True:
         try:
             if waiting is None:
@@ -50,11 +51,11 @@ async def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
                 # where it waits.
                 try:
                     waiting = coro.throw(exc)
-                except StopIteration:
-                    return
+                except StopIteration as done:
+                    return done.value
                 continue
             # Otherwise the future failed: the coroutine reads that itself when resumed.
         try:
             waiting = coro.send(None)
-        except StopIteration:
-            return
+        except StopIteration as done:
+            return done.value

@@ -13,7 +13,7 @@ from yarl import URL
 
 from johnlocke.access import Access
 from johnlocke.config import validate
-from johnlocke.http.server import build_app, runner_options
+from johnlocke.http.server import build_app, make_runner
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 
@@ -21,6 +21,18 @@ from johnlocke.tracker import Tracker
 def make_config(**sections: dict[str, Any]):
     """A validated Config from section dicts, e.g. make_config(announce={"interval": 60})."""
     return validate(sections, "<test>")
+
+
+class DaemonTestServer(TestServer):
+    """aiohttp's test server, serving through the daemon's own runner (``make_runner``): the
+    connection guard and the lean path, as ``johnlocke`` serves."""
+
+    def __init__(self, app, config, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.config = config
+
+    async def _make_runner(self, **kwargs):
+        return make_runner(self.app, self.config, **kwargs)
 
 
 class TrackerClient:
@@ -82,8 +94,8 @@ async def tracker_client(aiohttp_client):
         started.append(access)
         tracker = Tracker(config, store, access)
         # Started here so it runs with the daemon's own server settings.
-        server = TestServer(build_app(tracker, config))
-        await server.start_server(**runner_options(config))
+        server = DaemonTestServer(build_app(tracker, config), config)
+        await server.start_server()
         client = await aiohttp_client(server)
         return TrackerClient(client, tracker)
 

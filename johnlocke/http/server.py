@@ -3,7 +3,10 @@
 It finds the client's address (``johnlocke.addresses.RealIp``), hands the raw request target to
 ``johnlocke.http.codec`` and the parsed request to ``johnlocke.tracker``, and writes the bencoded
 answer. Every answer to ``/announce`` and ``/scrape`` is HTTP 200: clients read failures from
-the bencoded body. ``HEAD`` is not served there (405): it would change the swarm.
+the bencoded body. ``HEAD`` is not served there (405): it would change the swarm. The answer is
+made by ``Frontend.announce_body`` / ``scrape_body``; the daemon's connections call them as
+they parse each request (``johnlocke.http.lean``), and aiohttp's handlers below serve the rest
+(and everything, with the access log on) through the same two.
 
 It also serves what the operator reads (``/stats``, ``/metrics``, the status page) to the
 addresses ``[stats]`` allows, and writes the access log when it is on.
@@ -27,7 +30,8 @@ connections, and in older releases no deadline for a new connection's first requ
 ``_Guard`` adds both, per connection and outside the request path. It is the protocol the
 listeners create: it owns no HTTP logic and passes every event on to aiohttp's handler. Until
 the first complete request head has arrived (a blank line seen in the bytes received) it counts
-the bytes and holds a timer; a connection that does not deliver its head within ``[http]
+the bytes and waits in ``_Limits.waiting`` (oldest first, under one timer for all, due at the
+oldest one's deadline); a connection that does not deliver its head within ``[http]
 request_timeout`` seconds, or sends more than ``_MAX_HEAD`` bytes without finishing it, is
 closed. After that the guard only forwards ``data_received`` (one attribute test, ~50 ns; see
 ``benchmarks/guard_overhead.py``). Later requests on a keep-alive connection fall under
@@ -69,6 +73,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.tcp_helpers import tcp_keepalive
 from prometheus_client.exposition import choose_encoder
 
 from johnlocke import eager, status_page
@@ -77,7 +82,7 @@ from johnlocke.bittorrent import ANNOUNCE, SCRAPE, parse_target
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
-from johnlocke.http import tls
+from johnlocke.http import lean, tls
 from johnlocke.logs import ACCESS_LOGGER, mask, mask_request
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
@@ -86,6 +91,9 @@ from johnlocke.websocket.server import Hub
 log = logging.getLogger("johnlocke.http")
 
 _INTERNAL = protocol.encode_failure("internal tracker error")
+# Whether connections answer announces and scrapes on the lean path (johnlocke.http.lean); the
+# tests turn it off to compare with aiohttp's own.
+LEAN = True
 _ANNOUNCE = ANNOUNCE
 _SCRAPE = SCRAPE
 
@@ -113,12 +121,16 @@ class Frontend:
 
     def client_ip(self, request: web.BaseRequest) -> tuple[bytes, bool]:
         """The peer's packed address, and whether it came from a trusted proxy's header."""
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return self.peer_ip(request.transport, request.headers)
+
+    def peer_ip(self, transport: Any, headers: Any) -> tuple[bytes, bool]:
+        """``client_ip`` from a connection's transport and a request's headers."""
+        peer = transport.get_extra_info("peername") if transport is not None else None
         if not peer:
             raise ClientError("cannot determine the client address")
         if self.trusted:
             real_ip = self.real_ip
-            return real_ip.resolve(peer[0], request.headers.getall(real_ip.header, ()))
+            return real_ip.resolve(peer[0], headers.getall(real_ip.header, ()))
         return pack_ip(peer[0]), False
 
     async def announce(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -129,9 +141,19 @@ class Frontend:
         # read; aiohttp's WebSocketResponse reads it the same way.
         if request._message.upgrade and self.hub is not None:
             return await self.websocket(request, passkey, query)
+        body = await self.announce_body(
+            passkey, query, request.transport, request.headers, request.raw_path
+        )
+        return web.Response(body=body, content_type="text/plain")
+
+    async def announce_body(
+        self, passkey: bytes | None, query: bytes, transport: Any, headers: Any, target: str
+    ) -> bytes:
+        """The bencoded answer to an announce (a failure included): what both the aiohttp
+        handler and the lean path (``johnlocke.http.lean``) send."""
         t0 = perf_counter()  # stats
         try:
-            ip, trusted = self.client_ip(request)
+            ip, trusted = self.peer_ip(transport, headers)
             req = protocol.parse_announce(query)
             if passkey is not None:
                 req.passkey = passkey
@@ -148,13 +170,13 @@ class Frontend:
             body = protocol.encode_failure(exc.reason)
             self.stats.fail(exc.reason)  # stats
         except Exception:
-            log.exception("announce failed: %s", mask(request.raw_path[:200]))
+            log.exception("announce failed: %s", mask(target[:200]))
             body = _INTERNAL
             self.stats.fail(INTERNAL_REASON)  # stats
         dt = perf_counter() - t0  # stats
         self.latency_counts[bisect_left(LATENCY_BOUNDS, dt)] += 1  # stats
         self.announce_latency.sum += dt  # stats
-        return web.Response(body=body, content_type="text/plain")
+        return body
 
     async def websocket(
         self, request: web.BaseRequest, passkey: bytes | None, query: bytes
@@ -173,22 +195,31 @@ class Frontend:
         endpoint, passkey, query = parse_target(_target(request))
         if endpoint != _SCRAPE:
             return await self.route(request)
+        body = await self.scrape_body(
+            passkey, query, request.transport, request.headers, request.raw_path
+        )
+        return web.Response(body=body, content_type="text/plain")
+
+    async def scrape_body(
+        self, passkey: bytes | None, query: bytes, transport: Any, headers: Any, target: str
+    ) -> bytes:
+        """The bencoded answer to a scrape (a failure included), as ``announce_body``."""
         t0 = perf_counter()  # stats
         try:
             hashes, query_key = protocol.parse_scrape(query)
             # The sender's address only matters to the full-scrape budget.
-            ip = None if hashes else self.client_ip(request)[0]
+            ip = None if hashes else self.peer_ip(transport, headers)[0]
             rows = await self.tracker.scrape(hashes, query_key if passkey is None else passkey, ip)
             body = protocol.encode_scrape(rows)
         except ClientError as exc:
             body = protocol.encode_failure(exc.reason)
             self.stats.fail(exc.reason)  # stats
         except Exception:
-            log.exception("scrape failed: %s", mask(request.raw_path[:200]))
+            log.exception("scrape failed: %s", mask(target[:200]))
             body = _INTERNAL
             self.stats.fail(INTERNAL_REASON)  # stats
         self.stats.scrape_latency.observe(perf_counter() - t0)  # stats
-        return web.Response(body=body, content_type="text/plain")
+        return body
 
     async def route(self, request: web.BaseRequest) -> web.StreamResponse:
         """Any path: a tracker endpoint if the codec reads one (a passkey in the path, ``..``,
@@ -415,6 +446,9 @@ def runner_options(config: Config) -> dict[str, Any]:
         "access_log_class": type("AccessLogger", (AccessLogger,), {"real_ip": real_ip}),
         "shutdown_timeout": config.http.shutdown_timeout,
         "keepalive_timeout": config.http.keepalive_timeout,
+        # No SO_KEEPALIVE (a syscall per connection): the kernel's probes start after two hours
+        # idle, and [http] keepalive_timeout / request_timeout close idle connections long before.
+        "tcp_keepalive": False,
         # Room for an over-long query to reach the parser, which answers it with a bencoded
         # failure; only a request line beyond this gets aiohttp's plain 400.
         "max_line_size": protocol.MAX_QUERY_LENGTH * 2,
@@ -509,6 +543,9 @@ class _Limits:
         self.upgraded: dict[_Guard, None] = {}
         # TLS handshakes waiting for the client (``_TlsGuard``), kept until done.
         self.handshakes: set[asyncio.Task[None]] = set()
+        # One timer for all first-request deadlines, due at the oldest waiting connection's.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.deadline: asyncio.TimerHandle | None = None
         self.per_address: dict[bytes, int] = {}
         self.evicted = 0
         self.reclaimed = 0
@@ -542,6 +579,31 @@ class _Limits:
             return True
         return False
 
+    def wait(self, guard: _Guard) -> None:
+        """``guard``'s connection waits for its first request from now (``waiting``)."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        guard.since = now = loop.time()
+        self.waiting[guard] = None
+        if self.deadline is None:
+            self.deadline = loop.call_at(now + self.request_timeout, self._expire)
+
+    def _expire(self) -> None:
+        """Close the connections whose first request is overdue; wait for the next deadline."""
+        self.deadline = None
+        loop = self.loop
+        assert loop is not None
+        cutoff = loop.time() - self.request_timeout
+        waiting = self.waiting
+        while waiting:
+            oldest = next(iter(waiting))  # oldest first: the rest are younger
+            if oldest.since > cutoff:
+                self.deadline = loop.call_at(oldest.since + self.request_timeout, self._expire)
+                return
+            self.timed_out += 1
+            oldest.drop()  # leaves waiting
+
     @property
     def refused(self) -> int:
         return self.refuse.count + self.refuse_address.count
@@ -560,7 +622,7 @@ class _Guard(asyncio.Protocol):
     """One connection: enforces ``_Limits`` and passes every event on to aiohttp's handler."""
 
     __slots__ = (
-        "limits", "make", "inner", "transport", "timer", "seen", "tail", "state", "group",
+        "limits", "make", "inner", "transport", "since", "seen", "tail", "state", "group",
         "websocket",
     )  # fmt: skip
 
@@ -569,7 +631,7 @@ class _Guard(asyncio.Protocol):
         self.make = make
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.since = 0.0  # when it began to wait for its first request
         self.seen = 0
         self.tail = b""
         self.state = _BUSY
@@ -598,9 +660,8 @@ class _Guard(asyncio.Protocol):
         if getattr(transport, "max_size", 0) > _READ_SIZE:
             transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
         self.transport = transport  # type: ignore[assignment]
-        self.timer = asyncio.get_running_loop().call_later(limits.request_timeout, self._expire)
         self.state = _NEW
-        limits.waiting[self] = None
+        limits.wait(self)
         self._serve(transport)
 
     def _serve(self, transport: asyncio.BaseTransport) -> None:
@@ -631,7 +692,7 @@ class _Guard(asyncio.Protocol):
                 # A pipelined request answered: idle since now, not since the one before.
                 del self.limits.idle[self]
             else:
-                self._release_timer()  # answered before its head was complete: an error
+                self._unwait()  # answered before its head was complete: an error
         self.state = _IDLE
         self.limits.idle[self] = None
 
@@ -639,7 +700,7 @@ class _Guard(asyncio.Protocol):
         """The connection is a WebSocket now (``johnlocke.websocket``): ``inner`` gets its events
         from here on; it leaves the HTTP cap and is never closed to make room."""
         limits = self.limits
-        self._release_timer()
+        self._unwait()
         if self.state == _IDLE:
             del limits.idle[self]
         self.state = _BUSY
@@ -649,9 +710,10 @@ class _Guard(asyncio.Protocol):
         self.inner = inner
 
     def _watch(self, data: bytes) -> None:
-        buf = self.tail + data
+        # A whole head in one read, nearly always: no copy.
+        buf = self.tail + data if self.tail else data
         if b"\r\n\r\n" in buf or b"\n\n" in buf:
-            self._release_timer()
+            self._unwait()
             self.tail = b""
             return
         self.seen += len(data)
@@ -662,21 +724,14 @@ class _Guard(asyncio.Protocol):
 
     def age(self) -> float:
         """Seconds since the connection was made (while its first request is awaited)."""
-        timer = self.timer
-        if timer is None:
+        if self not in self.limits.waiting:
             return float("inf")
-        return asyncio.get_running_loop().time() - (timer.when() - self.limits.request_timeout)
+        loop = self.limits.loop
+        assert loop is not None
+        return loop.time() - self.since
 
-    def _expire(self) -> None:
-        self.timer = None
-        if self.transport is not None:
-            self.limits.timed_out += 1
-            self.drop()
-
-    def _release_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def _unwait(self) -> None:
+        """The first request is in (or the connection gone): no deadline any more."""
         self.limits.waiting.pop(self, None)
         self.state = _BUSY
 
@@ -694,7 +749,7 @@ class _Guard(asyncio.Protocol):
     def _release(self) -> None:
         if self.state == _IDLE:
             del self.limits.idle[self]
-        self._release_timer()
+        self._unwait()
         limits = self.limits
         if limits.open.pop(self, 0) is None or limits.upgraded.pop(self, 0) is None:
             self._ungroup()
@@ -813,6 +868,26 @@ class _Handler(web.RequestHandler):
     __slots__ = ("guard",)
     guard: _Guard
 
+    def __init__(self, manager: web.Server, *, frontend: Frontend | None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        # The hot routes skip aiohttp's request objects (johnlocke.http.lean), unless the
+        # access log is on: aiohttp writes its lines.
+        if frontend is not None and not self._logging_enabled and lean.supported(self):
+            self._parser = lean.LeanParser(self._parser, self, frontend)  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(self._parser, lean.LeanParser):
+            web.RequestHandler.connection_made(self, transport)
+            return
+        # aiohttp's, less its connection task (the lean parser starts it once it hands
+        # aiohttp a request), its first-request timer (the guard times that) and its
+        # TCP_NODELAY: a syscall per connection, and asyncio's and uvloop's transports have set
+        # it already (tests/test_lean.py checks).
+        self.transport = transport  # type: ignore[assignment]
+        if self._tcp_keepalive:
+            tcp_keepalive(transport)  # type: ignore[arg-type]
+        self._manager.connection_made(self, transport)  # type: ignore[union-attr]
+
     def log_access(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
     ) -> None:
@@ -868,7 +943,10 @@ class _GuardedRunner(web.AppRunner):
         if self._for is not inner:
             inner.request_factory = _http1(inner.request_factory)
             # What web.Server() does to make a connection's handler, with our subclass.
-            make = functools.partial(_Handler, inner, loop=inner._loop, **inner._kwargs)
+            frontend = self._app.get(FRONTEND) if LEAN else None
+            make = functools.partial(
+                _Handler, inner, frontend=frontend, loop=inner._loop, **inner._kwargs
+            )
             self._factory = functools.partial(_Guard, self.limits, make)
             self._make = make
             self._for = inner
@@ -914,6 +992,20 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
+def make_runner(app: web.Application, config: Config, **options: Any) -> web.AppRunner:
+    """The daemon's runner for ``app``: guarded connections (``_Guard``), the lean path, the
+    settings of ``runner_options``; ``options`` override those (the tests' server adds its
+    own)."""
+    http = config.http
+    limits = _Limits(
+        http.max_connections,
+        http.request_timeout,
+        http.connections_per_ip,
+        RealIp(http.trusted_proxies, http.real_ip_header),
+    )
+    return _GuardedRunner(app, limits, **{**runner_options(config), **options})
+
+
 async def start(
     app: web.Application,
     config: Config,
@@ -928,14 +1020,7 @@ async def start(
     overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
     w = config.webtorrent
     _raise_open_file_limit(config.http.max_connections + (w.max_connections if w.enabled else 0))
-    http = config.http
-    limits = _Limits(
-        http.max_connections,
-        http.request_timeout,
-        http.connections_per_ip,
-        RealIp(http.trusted_proxies, http.real_ip_header),
-    )
-    runner = _GuardedRunner(app, limits, **runner_options(config))
+    runner = make_runner(app, config)
     await runner.setup()
     bound = []
     errors = []
