@@ -36,13 +36,14 @@ import benchlib as bl  # noqa: E402
 # C functions Cython generates for the compiled modules).
 PARTS = [
     ("aiohttp request handling (all of it)", r"^RequestHandler\._handle_request$"),
-    ("lean path (LeanParser.feed_data)", r"LeanParser[._]feed_data$"),
-    ("  lean answer written (LeanParser._reply)", r"LeanParser[._]_reply$"),
+    # Compiled, the lean path's frames are named by function alone: matched with their file.
+    ("lean path (LeanParser.feed_data)", r"LeanParser[._]feed_data$|^feed_data \(lean\.c"),
+    ("  lean answer written (LeanParser._reply)", r"LeanParser[._]_reply$|^_reply \(lean\.c"),
     # Compiled, a coroutine's frames are its generator's C function (a Frontend or Tracker
     # coroutine under this load is announce).
     (
-        "announce handler (Frontend.announce)",
-        r"^Frontend\.announce$|^__pyx_gb_9johnlocke_4http_6server_8Frontend_\d+gen",
+        "announce handler (Frontend.announce / announce_body)",
+        r"^Frontend\.announce(_body)?$|^__pyx_gb_9johnlocke_4http_6server_8Frontend_\d+gen",
     ),
     ("  parse (codec.parse_announce)", r"parse_announce$"),
     ("  Tracker.announce", r"^Tracker\.announce$|^__pyx_gb_9johnlocke_7tracker_7Tracker_\d+gen"),
@@ -78,7 +79,7 @@ def summarise(raw: Path, top: int = 30) -> str:
         where = _LINE.sub("", frames[-1].rpartition(" (")[2].rstrip(")"))
         own[f"{names[-1]}  [{where}]"] += n
         for label, rx in compiled:
-            if any(rx.search(name) for name in names):
+            if any(rx.search(name) for name in names) or any(rx.search(f) for f in frames):
                 parts[label] += n
     if not total:
         return "no samples of the event loop thread\n"
