@@ -39,7 +39,6 @@ SERVER = """
 import asyncio, sys
 from aiohttp import web
 from johnlocke.config import validate
-import johnlocke.http.server as http_server
 from johnlocke.http.server import build_app, runner_options, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
@@ -49,8 +48,7 @@ async def main(mode):
     tracker = Tracker(config, MemoryStore())
     app = build_app(tracker, config)
     if mode == "guarded":
-        http_server.LEAN = False
-        runner = await start(app, config)
+        runner = await start(app, config, lean_path=False)
     else:
         runner = web.AppRunner(app, **runner_options(config))
         await runner.setup()

@@ -19,7 +19,6 @@ import bencodepy
 import pytest
 
 from johnlocke.http import lean
-from johnlocke.http import server as http_server
 from johnlocke.http.server import build_app, listening, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
@@ -36,12 +35,7 @@ async def serving(
     tracker: Tracker, config: Any, lean_path: bool = True
 ) -> AsyncIterator[tuple[int, Any]]:
     """The daemon's listener for ``tracker``, with or without the lean path."""
-    was = http_server.LEAN
-    http_server.LEAN = lean_path
-    try:
-        runner = await start(build_app(tracker, config), config)
-    finally:
-        http_server.LEAN = was
+    runner = await start(build_app(tracker, config), config, lean_path=lean_path)
     try:
         yield listening(runner)[0][1], runner
     finally:

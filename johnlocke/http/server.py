@@ -64,7 +64,7 @@ import logging
 import ssl
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
 from time import perf_counter
 from typing import Any
@@ -91,9 +91,6 @@ from johnlocke.websocket.server import Hub
 log = logging.getLogger("johnlocke.http")
 
 _INTERNAL = protocol.encode_failure("internal tracker error")
-# Whether connections answer announces and scrapes on the lean path (johnlocke.http.lean); the
-# tests turn it off to compare with aiohttp's own.
-LEAN = True
 _ANNOUNCE = ANNOUNCE
 _SCRAPE = SCRAPE
 
@@ -141,10 +138,7 @@ class Frontend:
         # read; aiohttp's WebSocketResponse reads it the same way.
         if request._message.upgrade and self.hub is not None:
             return await self.websocket(request, passkey, query)
-        body = await self.announce_body(
-            passkey, query, request.transport, request.headers, request.raw_path
-        )
-        return web.Response(body=body, content_type="text/plain")
+        return await _respond(self.announce_body, passkey, query, request)
 
     async def announce_body(
         self, passkey: bytes | None, query: bytes, transport: Any, headers: Any, target: str
@@ -195,10 +189,7 @@ class Frontend:
         endpoint, passkey, query = parse_target(_target(request))
         if endpoint != _SCRAPE:
             return await self.route(request)
-        body = await self.scrape_body(
-            passkey, query, request.transport, request.headers, request.raw_path
-        )
-        return web.Response(body=body, content_type="text/plain")
+        return await _respond(self.scrape_body, passkey, query, request)
 
     async def scrape_body(
         self, passkey: bytes | None, query: bytes, transport: Any, headers: Any, target: str
@@ -285,6 +276,17 @@ class Frontend:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _respond(
+    body_of: Callable[..., Awaitable[bytes]],
+    passkey: bytes | None,
+    query: bytes,
+    request: web.BaseRequest,
+) -> web.Response:
+    """aiohttp's answer to an announce or scrape, made by ``announce_body`` / ``scrape_body``."""
+    body = await body_of(passkey, query, request.transport, request.headers, request.raw_path)
+    return web.Response(body=body, content_type="text/plain")
 
 
 def _query_token(query: bytes) -> bytes | None:
@@ -926,10 +928,16 @@ class _GuardedRunner(web.AppRunner):
     """
 
     def __init__(
-        self, app: web.Application, limits: _Limits, shutdown_timeout: float, **kwargs: Any
+        self,
+        app: web.Application,
+        limits: _Limits,
+        shutdown_timeout: float,
+        lean_path: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, shutdown_timeout=shutdown_timeout, **kwargs)
         self.limits = limits
+        self.lean_path = lean_path
         self.shutdown_timeout = shutdown_timeout
         self._factory: Callable[[], asyncio.Protocol] | None = None
         self._make: Callable[[], asyncio.Protocol] | None = None
@@ -943,7 +951,7 @@ class _GuardedRunner(web.AppRunner):
         if self._for is not inner:
             inner.request_factory = _http1(inner.request_factory)
             # What web.Server() does to make a connection's handler, with our subclass.
-            frontend = self._app.get(FRONTEND) if LEAN else None
+            frontend = self._app.get(FRONTEND) if self.lean_path else None
             make = functools.partial(
                 _Handler, inner, frontend=frontend, loop=inner._loop, **inner._kwargs
             )
@@ -992,9 +1000,12 @@ def _raise_open_file_limit(connections: int) -> None:
         )
 
 
-def make_runner(app: web.Application, config: Config, **options: Any) -> web.AppRunner:
-    """The daemon's runner for ``app``: guarded connections (``_Guard``), the lean path, the
-    settings of ``runner_options``; ``options`` override those (the tests' server adds its
+def make_runner(
+    app: web.Application, config: Config, lean_path: bool = True, **options: Any
+) -> web.AppRunner:
+    """The daemon's runner for ``app``: guarded connections (``_Guard``), the lean path unless
+    ``lean_path`` is False (aiohttp's handlers answer everything: what the tests compare it with),
+    the settings of ``runner_options``; ``options`` override those (the tests' server adds its
     own)."""
     http = config.http
     limits = _Limits(
@@ -1003,7 +1014,7 @@ def make_runner(app: web.Application, config: Config, **options: Any) -> web.App
         http.connections_per_ip,
         RealIp(http.trusted_proxies, http.real_ip_header),
     )
-    return _GuardedRunner(app, limits, **{**runner_options(config), **options})
+    return _GuardedRunner(app, limits, lean_path=lean_path, **{**runner_options(config), **options})
 
 
 async def start(
@@ -1012,15 +1023,17 @@ async def start(
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
     port: int | None = None,
+    lean_path: bool = True,
 ) -> web.AppRunner:
     """Listen on every configured address (over TLS with ``ssl_context``, see
     ``johnlocke.http.tls``); raise OSError if none could be bound.
 
     ``reuse_port``: share the port with the other worker processes (SO_REUSEPORT); ``port``
-    overrides ``[http] port`` (the supervisor's choice when the configuration says 0)."""
+    overrides ``[http] port`` (the supervisor's choice when the configuration says 0);
+    ``lean_path`` as for ``make_runner``."""
     w = config.webtorrent
     _raise_open_file_limit(config.http.max_connections + (w.max_connections if w.enabled else 0))
-    runner = make_runner(app, config)
+    runner = make_runner(app, config, lean_path)
     await runner.setup()
     bound = []
     errors = []
