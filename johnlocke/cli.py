@@ -61,13 +61,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="append the log to PATH instead of stderr (reopened on SIGHUP, for logrotate)",
     )
-    run.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help='run N tracker processes sharing the ports (needs [store] backend = "redis";'
-        " default: [workers] count)",
-    )
     return p
 
 
@@ -332,14 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from johnlocke.workers import WorkerContext
 
     worker = WorkerContext.from_env()
-    count = args.workers if args.workers is not None else config.workers.count
+    count = config.workers.count  # --workers sets it: the flag is validated like the file
     if worker is None:
-        if count < 1:
-            return _fail(ValueError(f"--workers must be at least 1 (got {count})"))
         refused = workers_refused(config, count)
         if refused:
-            where = "--workers" if args.workers is not None else settings.origin("workers", "count")
-            return _fail(ValueError(refused), where + ": ")
+            return _fail(ValueError(refused), settings.origin("workers", "count") + ": ")
     if args.check_config:
         from johnlocke.access import load_check
         from johnlocke.http.tls import make_context

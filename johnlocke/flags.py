@@ -100,9 +100,22 @@ FLAGS: tuple[Flag, ...] = (
         many=True,
     ),
     Flag(
-        ("--port",), "http", "port", "listen on TCP port PORT (0: any free port)", "PORT", type=int
+        ("--port",),
+        "http",
+        "port",
+        "listen on TCP port PORT, and UDP unless [udp] port is set (0: any free port)",
+        "PORT",
+        type=int,
     ),
     Flag(("-v", "--verbose"), "log", "level", "log at debug level", value="debug"),
+    Flag(
+        ("--workers",),
+        "workers",
+        "count",
+        'run N tracker processes sharing the ports (needs [store] backend = "redis")',
+        "N",
+        type=int,
+    ),
 )
 
 _DEFAULT_NUMWANT = AnnounceConfig.model_fields["numwant_default"].default

@@ -63,6 +63,7 @@ def empty_cwd(tmp_path, monkeypatch):
         (["-v"], {("log", "level"): "debug"}),
         (["--verbose"], {("log", "level"): "debug"}),
         (["-vv"], {("log", "level"): "debug"}),
+        (["--workers", "4"], {("workers", "count"): 4}),
         (["--open"], {}),  # the default already
         (["--locked", "--dir", "t"], None),  # listed, and the folder under the working directory
     ],
@@ -196,6 +197,8 @@ def test_two_flags_for_one_key_are_an_error_naming_both(argv, message):
         (["--port", "70000"], "--port 70000: [http] port: Input should be less than or equal"),
         (["--scan", "-1"], "--scan -1: [access] rescan_interval: Input should be greater"),
         (["--host", "localhots"], "--host localhots: [http] host"),
+        (["--workers", "1000"], "--workers 1000: [workers] count: Input should be less than"),
+        (["--workers", "0"], "--workers 0: [workers] count: Input should be greater"),
     ],
 )
 def test_a_bad_flag_value_names_the_flag_and_its_key(argv, message):
