@@ -8,8 +8,9 @@ coroutine with ``send(None)``, which runs it up to its first real suspension, or
 Only a coroutine that yields (it waits on a future: the Redis store, a handshake's bytes) gets
 a task, ``resume``, that finishes it as the task it never had would: it clears the mark the
 yield set on the future (a task does the same before it waits), waits for the future, and sends
-the coroutine on; the coroutine reads the future's result or exception itself when resumed.
-Cancelling that task (shutdown) throws the cancellation into the coroutine where it waits.
+the coroutine on; the coroutine reads the future's result itself when resumed. What the wait
+raises (the future's exception, or the cancellation of that task at shutdown) is thrown into
+the coroutine where it waits.
 """
 
 from __future__ import annotations
@@ -46,15 +47,14 @@ async def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Any:
                 waiting._asyncio_future_blocking = False
                 await waiting
         except BaseException as exc:
-            if waiting is None or not waiting.done():
-                # This task was cancelled, not what the coroutine waits for: it hears of it
-                # where it waits.
-                try:
-                    waiting = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-                continue
-            # Otherwise the future failed: the coroutine reads that itself when resumed.
+            # The future failed, or this task was cancelled (even after the future was done: a
+            # cancel between its result and this task's wake-up): either way the coroutine
+            # hears of it where it waits, as it would in a task of its own.
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
         try:
             waiting = coro.send(None)
         except StopIteration as done:

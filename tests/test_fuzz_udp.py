@@ -30,7 +30,7 @@ from johnlocke.udp.server import UdpFrontend
 
 from .conftest import make_config
 from .test_fuzz import check_announce
-from .udp_client import MAGIC, announce_datagram
+from .udp_client import MAGIC, announce_datagram, scrape_datagram
 
 FAST = settings(max_examples=400, deadline=None)
 SECRET = b"f" * 32
@@ -96,10 +96,6 @@ def mutated(draw, base: st.SearchStrategy[bytes]) -> bytes:
         else:
             data += draw(st.binary(max_size=30))
     return bytes(data)
-
-
-def scrape(cid: bytes, txid: int, hashes: list[bytes]) -> bytes:
-    return cid + struct.pack(">II", 2, txid) + b"".join(hashes)
 
 
 # --- the codec ----------------------------------------------------------------------------
@@ -220,7 +216,7 @@ def traffic(draw) -> tuple[bytes, tuple[str, int], bool]:
         data = cid + draw(mutated(announce(cid)))[8:]
     elif kind == "scrape":
         hashes = draw(st.lists(st.sampled_from([b"A" * 20, b"Z" * 20]), max_size=80))
-        data = scrape(cid, draw(st.integers(0, 2**32 - 1)), hashes)
+        data = scrape_datagram(cid, draw(st.integers(0, 2**32 - 1)), *hashes)
         if draw(st.booleans()):
             data = draw(mutated(st.just(data)))
     elif kind == "connect":

@@ -22,7 +22,7 @@ from johnlocke.errors import ClientError
 from johnlocke.udp import codec
 
 from .test_protocol import FIXTURES
-from .udp_client import MAGIC, announce_datagram, url_option
+from .udp_client import MAGIC, announce_datagram, scrape_datagram, url_option
 
 CID = bytes.fromhex("0123456789abcdef")
 IH = bytes(range(20))
@@ -182,27 +182,27 @@ def test_url_data_longer_than_one_option_is_joined():
 # --- scrape -----------------------------------------------------------------------------------
 
 
-def scrape_datagram(*hashes: bytes) -> bytes:
-    return CID + struct.pack(">II", 2, 9) + b"".join(hashes)
+def scrape(*hashes: bytes) -> bytes:
+    return scrape_datagram(CID, 9, *hashes)
 
 
 def test_a_scrape_lists_its_hashes_in_order_with_repeats():
     hashes = [bytes([i]) * 20 for i in (3, 1, 3, 2)]
-    assert codec.parse_scrape(scrape_datagram(*hashes)) == hashes
+    assert codec.parse_scrape(scrape(*hashes)) == hashes
 
 
 def test_a_scrape_may_ask_for_74_hashes():
     hashes = [i.to_bytes(20, "big") for i in range(74)]
-    assert codec.parse_scrape(scrape_datagram(*hashes)) == hashes
+    assert codec.parse_scrape(scrape(*hashes)) == hashes
 
 
 @pytest.mark.parametrize(
     "data,reason",
     [
-        (scrape_datagram(), "scrape needs at least one info_hash"),
-        (scrape_datagram(IH)[:-1], "scrape must be 16 bytes and 20 per info_hash"),
-        (scrape_datagram(IH) + b"x", "scrape must be 16 bytes and 20 per info_hash"),
-        (scrape_datagram(*[IH] * 75), r"too many info_hash in one scrape \(at most 74\)"),
+        (scrape(), "scrape needs at least one info_hash"),
+        (scrape(IH)[:-1], "scrape must be 16 bytes and 20 per info_hash"),
+        (scrape(IH) + b"x", "scrape must be 16 bytes and 20 per info_hash"),
+        (scrape(*[IH] * 75), r"too many info_hash in one scrape \(at most 74\)"),
     ],
 )
 def test_bad_scrapes_are_refused(data, reason):

@@ -16,6 +16,7 @@ import pytest
 from johnlocke.stats import INTERNAL_REASON, Stats
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
+from johnlocke.udp import server as udp_server
 from johnlocke.udp.server import UdpServer, make_secret
 
 from .conftest import make_config
@@ -192,3 +193,21 @@ async def test_a_handler_that_outlives_the_shutdown_timeout_is_cancelled():
         assert not store.swarms  # cancelled while it waited: nothing was stored
         with pytest.raises(TimeoutError):
             await c.recv(timeout=0.2)
+
+
+async def test_an_access_log_failure_is_reported_once_not_per_datagram(caplog, monkeypatch):
+    def broken(peer_id: bytes) -> bytes:
+        raise RuntimeError("the log is broken")
+
+    monkeypatch.setattr(udp_server, "client_prefix", broken)
+    monkeypatch.setattr(udp_server.UdpFrontend, "_log_failed", False)
+    async with running(MemoryStore()) as (_srv, c):
+        with (
+            caplog.at_level(logging.INFO, logger="johnlocke.access"),
+            caplog.at_level(logging.DEBUG, logger="johnlocke.udp"),
+        ):
+            for txid in (21, 22, 23):
+                c.announce(txid, b"e" * 20)
+                assert struct.unpack_from(">II", await c.recv()) == (1, txid)  # still answered
+    failures = [r for r in caplog.records if "cannot write an access log line" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.ERROR, logging.DEBUG, logging.DEBUG]

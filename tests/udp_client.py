@@ -44,6 +44,11 @@ def announce_datagram(
     )
 
 
+def scrape_datagram(cid: bytes, txid: int, *hashes: bytes) -> bytes:
+    """A scrape (action 2): the header, then 20 bytes per info_hash."""
+    return cid + struct.pack(">II", 2, txid) + b"".join(hashes)
+
+
 def url_option(url: bytes) -> bytes:
     """BEP 41 URLData options carrying ``url`` (split into 255-byte pieces)."""
     return b"".join(
@@ -148,8 +153,7 @@ class UdpClient:
 
     def scrape(self, *hashes: bytes) -> list[tuple[int, int, int]]:
         """(seeders, completed, leechers) per hash, in the order asked."""
-        data = self.cid + struct.pack(">II", 2, self.next_txid()) + b"".join(hashes)
-        body = self._read(self.exchange(data), 2)
+        body = self._read(self.exchange(scrape_datagram(self.cid, self.next_txid(), *hashes)), 2)
         assert len(body) == 12 * len(hashes), len(body)
         return [struct.unpack_from(">III", body, 12 * i) for i in range(len(hashes))]
 

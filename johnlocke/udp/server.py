@@ -83,6 +83,8 @@ class UdpFrontend:
     """One socket's requests: every datagram in, at most one datagram out through ``sendto``
     (the socket's own, or anything that takes ``(bytes, address)``)."""
 
+    _log_failed = False
+
     def __init__(
         self,
         tracker: Tracker,
@@ -262,7 +264,12 @@ class UdpFrontend:
                 },
             )
         except Exception:
-            log.exception("cannot write an access log line")
+            # As over HTTP: a failure that every datagram would repeat must not flood the log.
+            if UdpFrontend._log_failed:
+                log.debug("cannot write an access log line", exc_info=True)
+            else:
+                UdpFrontend._log_failed = True
+                log.exception("cannot write an access log line (further failures: debug level)")
 
 
 class UdpServer:
