@@ -35,6 +35,18 @@ class DaemonTestServer(TestServer):
         return make_runner(self.app, self.config, **kwargs)
 
 
+class SlowStore(MemoryStore):
+    """A memory store whose announces wait ``delay`` seconds, as a networked store's do."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def announce(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().announce(*args, **kwargs)
+
+
 class TrackerClient:
     """An HTTP client on a real aiohttp server running the tracker app, with bencode helpers."""
 

@@ -23,7 +23,7 @@ from johnlocke.http.server import build_app, listening, start
 from johnlocke.store.memory import MemoryStore
 from johnlocke.tracker import Tracker
 
-from .conftest import esc, make_config
+from .conftest import SlowStore, esc, make_config
 
 IH = bytes(range(20))
 OTHER = bytes(range(20, 40))
@@ -182,15 +182,7 @@ async def test_with_the_access_log_on_aiohttp_answers_everything_and_logs_it(cap
         assert any("GET /announce?" in r.getMessage() for r in caplog.records)
 
 
-class SlowStore(MemoryStore):
-    """A memory store whose announces wait, as the Redis store's round trip does."""
-
-    async def announce(self, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.01)
-        return await super().announce(*args, **kwargs)
-
-
-@pytest.mark.parametrize("store", [MemoryStore, SlowStore])
+@pytest.mark.parametrize("store", [MemoryStore, lambda: SlowStore(0.01)], ids=["memory", "slow"])
 async def test_pipelined_requests_are_answered_in_order(store):
     config = config_for()
     async with serving(Tracker(config, store()), config) as (port, _):
@@ -220,7 +212,7 @@ async def test_pipelined_requests_are_answered_in_order(store):
 
 async def test_a_waiting_answer_keeps_the_connection_for_the_next_request():
     config = config_for()
-    async with serving(Tracker(config, SlowStore()), config) as (port, _):
+    async with serving(Tracker(config, SlowStore(0.01)), config) as (port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for n in range(1, 4):
             writer.write(get("/announce?" + query(n)))

@@ -19,22 +19,10 @@ from johnlocke.tracker import Tracker
 from johnlocke.udp import server as udp_server
 from johnlocke.udp.server import UdpServer, make_secret
 
-from .conftest import make_config
+from .conftest import SlowStore, make_config
 from .udp_client import MAGIC, STARTED, announce_datagram
 
 PID = b"-JL0001-abcdefghijkl"
-
-
-class SlowStore(MemoryStore):
-    """A memory store whose announces wait for the event loop, as a networked store's do."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    async def announce(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(self.delay)
-        return await super().announce(*args, **kwargs)
 
 
 class BrokenStore(MemoryStore):
