@@ -867,17 +867,19 @@ class RedisStore:
         link = self._link
         assert isinstance(link, _ClusterLink) and self._tags is not None
         client = link.client
+        tags = self._tags
         totals = [0] * 7
         try:
             async with asyncio.timeout(self.timeout):
                 await link.ready()
+                # Each slot's bucket under the node serving it: one pass over the slot map.
+                by_node: dict[int, list[bytes]] = {}
+                for s, nodes in client.nodes_manager.slots_cache.items():
+                    if nodes:
+                        keys = by_node.setdefault(id(nodes[0]), [])
+                        keys.append(b"%b#{%b}:n" % (self.prefix, tags[s]))
                 for node in client.get_primaries():
-                    slots = [
-                        s
-                        for s in range(16384)
-                        if client.nodes_manager.slots_cache.get(s, [None])[0] is node
-                    ]
-                    keys = [b"%b#{%b}:n" % (self.prefix, self._tags[s]) for s in slots]
+                    keys = by_node.get(id(node), [])
                     if not keys:
                         continue
                     part = await client.execute_command(
