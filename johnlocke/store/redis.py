@@ -939,7 +939,7 @@ class RedisStore:
     def reload(self, config: Any) -> None:
         self.ttl = ttl_for(config)
         self.pool = config.store.pool
-        self.sweep_lease = 0.8 * config.announce.sweep_interval
+        self.sweep_lease = sweep_lease_for(config)
 
 
 _STAT_FIELDS = (b"s", b"0", b"1", b"2", b"3", b"4", b"5")
@@ -961,6 +961,12 @@ def ttl_for(config: Any) -> int:
     return a.peer_timeout + 2 * a.sweep_interval + 120
 
 
+def sweep_lease_for(config: Any) -> float:
+    """Every worker of every tracker runs the sweep timer; one of them sweeps each period. The
+    lease is a little shorter than the period, so the next timer to fire after it finds it free."""
+    return 0.8 * config.announce.sweep_interval
+
+
 def from_config(config: Any, **kwargs: Any) -> RedisStore:
     s = config.store
     return RedisStore(
@@ -970,10 +976,16 @@ def from_config(config: Any, **kwargs: Any) -> RedisStore:
         timeout=s.timeout,
         pool=s.pool,
         ttl=ttl_for(config),
-        # Every worker of every tracker runs the sweep timer; one of them sweeps each period.
-        sweep_lease=0.8 * config.announce.sweep_interval,
+        sweep_lease=sweep_lease_for(config),
         **kwargs,
     )
 
 
-__all__ = ["RedisStore", "RedisView", "StoreUnavailable", "from_config", "ttl_for"]
+__all__ = [
+    "RedisStore",
+    "RedisView",
+    "StoreUnavailable",
+    "from_config",
+    "sweep_lease_for",
+    "ttl_for",
+]
