@@ -251,7 +251,7 @@ async def test_sweep_works_in_bounded_calls_on_a_big_swarm(redis_server):
         )
         clock_t[0] += 10
         await s.announce(IH, pid(5000), v4(5000), False, 0, False)
-        assert await s.sweep(s.now() - 5) == 2500  # three calls of at most 1000
+        assert await s.sweep(s.now() - 5) == 2500  # two calls of at most 2000 (_SWEEP_BUDGET)
         assert await s.scrape([IH]) == [(IH, 0, 1, 0)]
         assert (await s.stats())[:3] == (1, 0, 1)
     finally:

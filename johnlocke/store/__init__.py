@@ -1,4 +1,4 @@
-"""The swarm store: where peers live. One interface, several drivers (memory now, Redis later).
+"""The swarm store: where peers live. One interface, two drivers: memory (one process) and Redis.
 
 Every driver passes the shared contract suite in ``tests/store_contract.py``.
 

@@ -69,7 +69,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from struct import Struct
 from typing import Any
@@ -621,6 +621,9 @@ class RedisStore:
         """One command through the batcher, bounded by the timeout; raises StoreUnavailable."""
         try:
             result = await self._link.call(*args)
+            if _not_loaded(result):  # a new or restarted Redis: load the library
+                await self._load()
+                result = await self._link.call(*args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._fault(exc) from None
         if isinstance(result, Exception):  # an error reply
@@ -628,18 +631,9 @@ class RedisStore:
         self._ok()
         return result
 
-    async def _fcall(self, fn: bytes, meta: bytes, bucket: bytes, *args: bytes) -> Any:
-        try:
-            result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
-            if _not_loaded(result):  # a new or restarted Redis: load the library
-                await self._load()
-                result = await self._link.call(b"FCALL", fn, b"2", meta, bucket, *args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._fault(exc) from None
-        if isinstance(result, Exception):
-            raise self._fault(result)
-        self._ok()
-        return result
+    def _fcall(self, fn: bytes, meta: bytes, bucket: bytes, *args: bytes) -> Awaitable[Any]:
+        # A plain function handing back _call's coroutine: no extra frame per announce.
+        return self._call(b"FCALL", fn, b"2", meta, bucket, *args)
 
     async def _load(self) -> None:
         """FUNCTION LOAD REPLACE on the server (every primary of a Cluster), once for all the
@@ -873,17 +867,19 @@ class RedisStore:
         link = self._link
         assert isinstance(link, _ClusterLink) and self._tags is not None
         client = link.client
+        tags = self._tags
         totals = [0] * 7
         try:
             async with asyncio.timeout(self.timeout):
                 await link.ready()
+                # Each slot's bucket under the node serving it: one pass over the slot map.
+                by_node: dict[int, list[bytes]] = {}
+                for s, nodes in client.nodes_manager.slots_cache.items():
+                    if nodes:
+                        keys = by_node.setdefault(id(nodes[0]), [])
+                        keys.append(b"%b#{%b}:n" % (self.prefix, tags[s]))
                 for node in client.get_primaries():
-                    slots = [
-                        s
-                        for s in range(16384)
-                        if client.nodes_manager.slots_cache.get(s, [None])[0] is node
-                    ]
-                    keys = [b"%b#{%b}:n" % (self.prefix, self._tags[s]) for s in slots]
+                    keys = by_node.get(id(node), [])
                     if not keys:
                         continue
                     part = await client.execute_command(
@@ -943,7 +939,7 @@ class RedisStore:
     def reload(self, config: Any) -> None:
         self.ttl = ttl_for(config)
         self.pool = config.store.pool
-        self.sweep_lease = 0.8 * config.announce.sweep_interval
+        self.sweep_lease = sweep_lease_for(config)
 
 
 _STAT_FIELDS = (b"s", b"0", b"1", b"2", b"3", b"4", b"5")
@@ -965,6 +961,12 @@ def ttl_for(config: Any) -> int:
     return a.peer_timeout + 2 * a.sweep_interval + 120
 
 
+def sweep_lease_for(config: Any) -> float:
+    """Every worker of every tracker runs the sweep timer; one of them sweeps each period. The
+    lease is a little shorter than the period, so the next timer to fire after it finds it free."""
+    return 0.8 * config.announce.sweep_interval
+
+
 def from_config(config: Any, **kwargs: Any) -> RedisStore:
     s = config.store
     return RedisStore(
@@ -974,10 +976,16 @@ def from_config(config: Any, **kwargs: Any) -> RedisStore:
         timeout=s.timeout,
         pool=s.pool,
         ttl=ttl_for(config),
-        # Every worker of every tracker runs the sweep timer; one of them sweeps each period.
-        sweep_lease=0.8 * config.announce.sweep_interval,
+        sweep_lease=sweep_lease_for(config),
         **kwargs,
     )
 
 
-__all__ = ["RedisStore", "RedisView", "StoreUnavailable", "from_config", "ttl_for"]
+__all__ = [
+    "RedisStore",
+    "RedisView",
+    "StoreUnavailable",
+    "from_config",
+    "sweep_lease_for",
+    "ttl_for",
+]

@@ -379,6 +379,8 @@ local function announce(args)
       if proto > 0 then nkey = key + KEYBITS * union(math.floor(stored / KEYBITS), proto) end
       local tail = addr .. struct.pack('<I4I4', now, nkey)
       if target == t then
+        -- cols[t] (if find read it) keeps this record's old tail for pool_of: only the
+        -- announcer's own record, which the view never hands out, so no second read of t.
         redis.call('SETRANGE', tkey(t), s * STRIDE[t] + 20, tail)
       else
         cut(t, s, pid)
