@@ -342,3 +342,21 @@ async def test_no_first_message_or_idle_too_long_closes(ws_tracker):
     assert await closed(mute, 3) == 1008
     assert not talker.ws.closed
     assert await closed(talker, 4) == 1001  # nothing more said for idle_timeout
+
+
+async def test_messages_that_do_not_parse_keep_no_socket_open(ws_tracker):
+    tc, connect = await ws_tracker(http={"request_timeout": 0.5}, webtorrent={"idle_timeout": 2.5})
+    junk = await connect()
+    for _ in range(3):  # never an announce or a scrape: the first-message deadline holds
+        await junk.send("not json")
+        assert "failure reason" in await junk.recv()
+        await asyncio.sleep(0.1)
+    assert await closed(junk, 3) == 1008
+    talker = await connect()
+    await talker.announce(IH)
+    await talker.recv()
+    for _ in range(4):  # junk after an announce does not restart the idle deadline either
+        await asyncio.sleep(0.5)
+        await talker.send({"action": "announce"})
+        assert "failure reason" in await talker.recv()
+    assert await closed(talker, 2) == 1001

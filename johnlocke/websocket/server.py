@@ -211,7 +211,6 @@ class Connection:
             return
         self.tokens = tokens - 1
         text = payload  # UTF-8, checked by the JSON parser (a failure says it is not JSON)
-        self.spoke = now
         if self.busy:
             backlog = self.backlog
             if backlog is None:
@@ -493,6 +492,9 @@ class Hub:
             stats.fail(exc.reason)
             conn.send(codec.encode_failure(exc.reason, exc.action, exc.info_hash))
             return
+        # An announce or a scrape: the idle and first-message deadlines restart (a message
+        # that does not parse restarts neither, so junk cannot hold a socket open).
+        conn.spoke = conn.heard
         try:
             if type(msg) is codec.Scrape:
                 await self._scrape(conn, msg)
