@@ -11,6 +11,7 @@ import pytest
 
 from johnlocke.http.server import FRONTEND
 
+from .test_udp_server import SlowStore
 from .ws_client import WsPeer, text
 
 IH = bytes(range(20))
@@ -360,3 +361,12 @@ async def test_messages_that_do_not_parse_keep_no_socket_open(ws_tracker):
         await talker.send({"action": "announce"})
         assert "failure reason" in await talker.recv()
     assert await closed(talker, 2) == 1001
+
+
+async def test_a_socket_closed_while_its_announce_waits_leaves_the_swarm(ws_tracker):
+    tc, connect = await ws_tracker(store=SlowStore(0.3))  # the store answers as Redis does
+    peer = await connect()
+    await peer.announce(IH)
+    await peer.ws.close()  # gone before the store has answered its announce
+    await asyncio.sleep(0.6)
+    assert await tc.tracker.scrape([IH]) == [(IH, 0, 0, 0)]

@@ -530,6 +530,12 @@ class Hub:
         joined = conn.joined
         key = self._may_join(conn, req)
         answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
+        if conn.closing:
+            # Closed while the store answered (Redis): forget() may have taken the swarms
+            # already, without this one. The peer leaves it here; nothing is sent or relayed.
+            if req.event != EVENT_STOPPED:
+                await self.tracker.leave(req.info_hash, req.peer_id, conn.endpoint)
+            return
         stale = self._announced(conn, msg, answer, joined, key)
         if stale is not None:
             # Nobody holds these endpoints any more (a socket that just closed, or a process
