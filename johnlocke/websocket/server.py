@@ -527,7 +527,6 @@ class Hub:
             raise ClientError(conn.refused)
         req = msg.request
         req.passkey = conn.passkey
-        joined = conn.joined
         key = self._may_join(conn, req)
         answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
         if conn.closing:
@@ -536,7 +535,7 @@ class Hub:
             if req.event != EVENT_STOPPED:
                 await self.tracker.leave(req.info_hash, req.peer_id, conn.endpoint)
             return
-        stale = self._announced(conn, msg, answer, joined, key)
+        stale = self._announced(conn, msg, answer, key)
         if stale is not None:
             # Nobody holds these endpoints any more (a socket that just closed, or a process
             # that is gone): they leave the swarm instead of taking offers until they expire.
@@ -557,13 +556,14 @@ class Hub:
         return key
 
     def _announced(
-        self, conn: Connection, msg: Announce, answer: Answer, joined: list[bytes] | None,
-        key: bytes,
-    ) -> list[tuple[bytes, bytes]] | None:  # fmt: skip
-        """After the tracker's ``answer``: the swarms joined (``joined``, as it was before),
-        the reply, the offers; the peers no offer could reach (see ``_relay_offers``)."""
+        self, conn: Connection, msg: Announce, answer: Answer, key: bytes
+    ) -> list[tuple[bytes, bytes]] | None:
+        """After the tracker's ``answer`` (``conn`` still open): the swarms joined (``key``,
+        from ``_may_join``), the reply, the offers; the peers no offer could reach (see
+        ``_relay_offers``)."""
         event = msg.request.event
         self.stats.events[event] += 1
+        joined = conn.joined
         if event == EVENT_STOPPED:
             if joined is not None and key in joined:
                 joined.remove(key)
