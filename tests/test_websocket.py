@@ -11,6 +11,7 @@ import pytest
 
 from johnlocke.http.server import FRONTEND
 
+from .test_udp_server import SlowStore
 from .ws_client import WsPeer, text
 
 IH = bytes(range(20))
@@ -342,3 +343,30 @@ async def test_no_first_message_or_idle_too_long_closes(ws_tracker):
     assert await closed(mute, 3) == 1008
     assert not talker.ws.closed
     assert await closed(talker, 4) == 1001  # nothing more said for idle_timeout
+
+
+async def test_messages_that_do_not_parse_keep_no_socket_open(ws_tracker):
+    tc, connect = await ws_tracker(http={"request_timeout": 0.5}, webtorrent={"idle_timeout": 2.5})
+    junk = await connect()
+    for _ in range(3):  # never an announce or a scrape: the first-message deadline holds
+        await junk.send("not json")
+        assert "failure reason" in await junk.recv()
+        await asyncio.sleep(0.1)
+    assert await closed(junk, 3) == 1008
+    talker = await connect()
+    await talker.announce(IH)
+    await talker.recv()
+    for _ in range(4):  # junk after an announce does not restart the idle deadline either
+        await asyncio.sleep(0.5)
+        await talker.send({"action": "announce"})
+        assert "failure reason" in await talker.recv()
+    assert await closed(talker, 2) == 1001
+
+
+async def test_a_socket_closed_while_its_announce_waits_leaves_the_swarm(ws_tracker):
+    tc, connect = await ws_tracker(store=SlowStore(0.3))  # the store answers as Redis does
+    peer = await connect()
+    await peer.announce(IH)
+    await peer.ws.close()  # gone before the store has answered its announce
+    await asyncio.sleep(0.6)
+    assert await tc.tracker.scrape([IH]) == [(IH, 0, 0, 0)]

@@ -193,7 +193,7 @@ class FrameReader:
                     out.append((self.part_op, b"".join(parts)))
                     self.parts = None
                     self.part_len = 0
+        # What is kept is one incomplete frame whose length was checked above, so at most its
+        # head (14 bytes) and max_size bytes (125 for a control frame) are ever buffered.
         self.buf = buf[pos:] if pos < end else b""
-        if len(self.buf) > self.max_size + 14:
-            raise FrameError(CLOSE_TOO_BIG, f"message over {self.max_size} bytes")
         return out

@@ -121,8 +121,8 @@ class RedisRelay:
         # serves its own sockets).
         self.tag = os.urandom(4)
         self.client: Any = None
+        # Publishes waiting for this turn's pipeline (non-empty: its flush is scheduled).
         self._out: list[tuple[bytes, bytes, tuple[bytes, bytes, bytes] | None]] = []
-        self._flushing = False
         self._listener: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
@@ -178,17 +178,15 @@ class RedisRelay:
     def _send(
         self, channel: bytes, payload: bytes, peer: tuple[bytes, bytes, bytes] | None
     ) -> None:
-        self._out.append((channel, payload, peer))
-        if not self._flushing:
-            self._flushing = True
+        if not self._out:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
+        self._out.append((channel, payload, peer))
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let this turn's other publishes join the pipeline
         out, self._out = self._out, []
-        self._flushing = False
         if self.client is None:
             return
         try:

@@ -52,8 +52,8 @@ cdef class Hub:
                              bytes info_hash, bytes text)
     @cython.locals(joined=list)
     cpdef bytes _may_join(self, Connection conn, AnnounceRequest req)
-    cpdef list _announced(self, Connection conn, Announce msg, Answer answer, list joined,
-                          bytes key)
+    @cython.locals(joined=list)
+    cpdef list _announced(self, Connection conn, Announce msg, Answer answer, bytes key)
     @cython.locals(sent=Py_ssize_t, target=bytes, text=bytes, head=bytes, made=tuple,
                    delivered=bint, stale=list)
     cpdef list _relay_offers(self, Connection conn, Announce msg, list peers)

@@ -211,7 +211,6 @@ class Connection:
             return
         self.tokens = tokens - 1
         text = payload  # UTF-8, checked by the JSON parser (a failure says it is not JSON)
-        self.spoke = now
         if self.busy:
             backlog = self.backlog
             if backlog is None:
@@ -493,6 +492,9 @@ class Hub:
             stats.fail(exc.reason)
             conn.send(codec.encode_failure(exc.reason, exc.action, exc.info_hash))
             return
+        # An announce or a scrape: the idle and first-message deadlines restart (a message
+        # that does not parse restarts neither, so junk cannot hold a socket open).
+        conn.spoke = conn.heard
         try:
             if type(msg) is codec.Scrape:
                 await self._scrape(conn, msg)
@@ -525,10 +527,15 @@ class Hub:
             raise ClientError(conn.refused)
         req = msg.request
         req.passkey = conn.passkey
-        joined = conn.joined
         key = self._may_join(conn, req)
         answer = await self.tracker.announce(req, conn.ip, False, conn.endpoint)
-        stale = self._announced(conn, msg, answer, joined, key)
+        if conn.closing:
+            # Closed while the store answered (Redis): forget() may have taken the swarms
+            # already, without this one. The peer leaves it here; nothing is sent or relayed.
+            if req.event != EVENT_STOPPED:
+                await self.tracker.leave(req.info_hash, req.peer_id, conn.endpoint)
+            return
+        stale = self._announced(conn, msg, answer, key)
         if stale is not None:
             # Nobody holds these endpoints any more (a socket that just closed, or a process
             # that is gone): they leave the swarm instead of taking offers until they expire.
@@ -549,13 +556,14 @@ class Hub:
         return key
 
     def _announced(
-        self, conn: Connection, msg: Announce, answer: Answer, joined: list[bytes] | None,
-        key: bytes,
-    ) -> list[tuple[bytes, bytes]] | None:  # fmt: skip
-        """After the tracker's ``answer``: the swarms joined (``joined``, as it was before),
-        the reply, the offers; the peers no offer could reach (see ``_relay_offers``)."""
+        self, conn: Connection, msg: Announce, answer: Answer, key: bytes
+    ) -> list[tuple[bytes, bytes]] | None:
+        """After the tracker's ``answer`` (``conn`` still open): the swarms joined (``key``,
+        from ``_may_join``), the reply, the offers; the peers no offer could reach (see
+        ``_relay_offers``)."""
         event = msg.request.event
         self.stats.events[event] += 1
+        joined = conn.joined
         if event == EVENT_STOPPED:
             if joined is not None and key in joined:
                 joined.remove(key)
