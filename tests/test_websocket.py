@@ -11,7 +11,7 @@ import pytest
 
 from johnlocke.http.server import FRONTEND
 
-from .test_udp_server import SlowStore
+from .conftest import SlowStore
 from .ws_client import WsPeer, text
 
 IH = bytes(range(20))
