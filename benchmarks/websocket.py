@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
         "--uvloop", action="store_true", help='also JohnLocke with [http] event_loop = "uvloop"'
     )
     p.add_argument("--no-install", action="store_true", help="do not npm/apt install anything")
+    bl.add_wait_quiet(p)
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (5.0 if args.quick else 8.0)
@@ -263,6 +264,8 @@ def main() -> int:
     if args.uvloop:
         kinds.insert(1, "johnlocke-uvloop")
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    if args.wait_quiet:
+        bl.wait_quiet(args.wait_quiet)
     bl.log(f"{note}; {args.rounds} rounds; other load: {bl.other_load(1.0)[0]:.2f} cores busy")
     with bl.Processes() as procs:
         for r in range(args.rounds):
