@@ -253,6 +253,16 @@ def add_run_args(p: argparse.ArgumentParser, *, swarms: int = 1000, duration: fl
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
 
 
+def pick(p: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma-separated option's names, each checked against ``allowed`` (an unknown one is
+    an argparse error naming it, before anything starts)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for name in names:
+        if name not in allowed:
+            p.error(f"unknown {what} {name!r} (known: {', '.join(allowed)})")
+    return names
+
+
 def finish_run_args(
     p: argparse.ArgumentParser,
     a: argparse.Namespace,
@@ -264,10 +274,7 @@ def finish_run_args(
     a.duration = a.duration or (3.0 if a.quick else duration)
     a.rounds = a.rounds or (1 if a.quick else 3)
     if servers is not None:
-        a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-        for s in a.servers:
-            if s not in servers:
-                p.error(f"unknown server {s!r}")
+        a.servers = pick(p, a.servers, servers, "server")
     if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
         p.error("--rounds must be 1..20 and --duration 1..300")
     return a

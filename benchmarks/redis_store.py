@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.duration = a.duration or (3.0 if a.quick else 6.0)
-    a.parts = [x.strip() for x in a.parts.split(",") if x.strip()]
+    a.parts = bl.pick(p, a.parts, PARTS, "part")
     return a
 
 

@@ -78,10 +78,7 @@ def parse_args() -> argparse.Namespace:
         help="skip the UDP scenario (benchmarks/udp.py, both builds) that follows the HTTP ones",
     )
     a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
-    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    for s in a.scenarios:
-        if s not in SCENARIOS:
-            p.error(f"unknown scenario {s!r}")
+    a.scenarios = bl.pick(p, a.scenarios, list(SCENARIOS), "scenario")
     return a
 
 
