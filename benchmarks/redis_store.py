@@ -421,8 +421,7 @@ def main() -> int:
         results[part] = globals()[f"part_{part}"](args, workdir)
     print("\n== results")
     print(json.dumps(results, indent=2))
-    bl.RESULTS.mkdir(exist_ok=True)
-    (bl.RESULTS / f"redis-{stamp}.json").write_text(json.dumps(results, indent=2))
+    print(f"figures written to {bl.write_results('redis', stamp, results)}")
     return 0
 
 
