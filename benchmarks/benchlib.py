@@ -725,21 +725,26 @@ def johnlocke_server(
     extra_toml: str = "",
     udp_port: int | None = None,
     pure: bool = False,
+    http_toml: str = "",
+    snapshot: bool = True,
 ) -> Server:
     """JohnLocke on a free HTTP port; its UDP tracker on ``udp_port``, or off when None (so that
     HTTP benchmarks measure the same daemon as before it had one). ``pure``: the pure-Python
     build (``JOHNLOCKE_NO_EXTENSIONS=1``), else the build the environment chooses (compiled
-    if the checkout has its binaries and JOHNLOCKE_NO_EXTENSIONS is not set)."""
+    if the checkout has its binaries and JOHNLOCKE_NO_EXTENSIONS is not set). ``http_toml``:
+    more ``[http]`` keys (lines); ``snapshot=False``: no snapshot carried from one start to the
+    next; ``extra_toml``: more tables, written last."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
     udp = "enabled = false" if udp_port is None else f"port = {udp_port}"
+    # Each server its own snapshot file: two daemons may not share one (the lock).
+    state = f"{name}.snapshot" if snapshot else ""
     config.write_text(
         "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
-        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n'
+        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n{http_toml}'
         f"[udp]\n{udp}\n"
-        # Each server its own snapshot file: two daemons may not share one (the lock).
-        f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
+        f'[state]\npath = "{state}"\n{extra_toml}'
     )
     argv = pinned([sys.executable, "-m", "johnlocke", "--config", str(config)], core)
     env = python_env()

@@ -84,14 +84,18 @@ def raise_fd_limit() -> None:
 def start_tracker(kind: str, npm_dir: Path, workdir: Path, procs: bl.Processes) -> bl.Server:
     if kind.startswith("johnlocke"):
         loop = "uvloop" if kind == "johnlocke-uvloop" else "asyncio"
-        srv = bl.johnlocke_server(kind, workdir, event_loop=loop, extra_toml=JOHNLOCKE_TOML)
-        # Every generated socket comes from 127.0.0.1: no per-address connection cap; UDP on
-        # (for its latency probe); no snapshot carried from one start to the next.
+        # Every generated socket comes from 127.0.0.1: no per-address connection cap.
+        srv = bl.johnlocke_server(
+            kind,
+            workdir,
+            event_loop=loop,
+            extra_toml=JOHNLOCKE_TOML,
+            http_toml="max_connections_per_ip = 0\n",
+            snapshot=False,
+        )
+        # UDP on, on the HTTP port's number (the default), for its latency probe.
         config = workdir / f"{kind}.toml"
-        text = config.read_text()
-        text = text.replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
-        text = text.replace("[udp]\nenabled = false\n", "[udp]\nenabled = true\n", 1)
-        text = text.replace('path = "johnlocke.snapshot"', 'path = ""', 1)
+        text = config.read_text().replace("enabled = false", "enabled = true", 1)
         config.write_text(text)
     else:
         port = bl.free_port()
