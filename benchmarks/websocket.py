@@ -263,7 +263,7 @@ def main() -> int:
         raise SystemExit(f"bittorrent-tracker unavailable: {note}")
     for name in ("ws_load.mjs", "bittorrent_tracker_ws.mjs"):
         (npm_dir / name).write_bytes((HERE / name).read_bytes())
-    workdir = bl.RESULTS / "websocket"
+    workdir = bl.CACHE / "websocket"
     kinds = ["johnlocke", "bittorrent-tracker"]
     if args.uvloop:
         kinds.insert(1, "johnlocke-uvloop")
