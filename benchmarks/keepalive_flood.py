@@ -37,6 +37,7 @@ from benchlib import (  # noqa: E402
     log,
     pin_self,
     proc_status_kib,
+    run_main,
 )
 
 SCRAPE = b"GET /scrape?info_hash=%s HTTP/1.1\r\nHost: t\r\n\r\n" % (b"%33" * 20)
@@ -192,4 +193,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
