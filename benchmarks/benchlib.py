@@ -224,16 +224,8 @@ def cores_ok() -> bool:
     return (os.cpu_count() or 1) >= 2
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The options every throughput benchmark takes: rounds and their length, the workload,
-    installing, waiting for a quiet machine, keeping the work directory."""
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
-    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
-    p.add_argument("--swarms", type=int, default=1000, help="swarms (default 1000)")
-    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
-    p.add_argument("--numwant", type=int, default=50)
-    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
+def add_wait_quiet(p: argparse.ArgumentParser) -> None:
+    """``--wait-quiet SECONDS``: every benchmark that measures throughput takes it."""
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -241,19 +233,48 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="first wait up to SECONDS for other processes to leave the CPUs idle",
     )
+
+
+def add_run_args(p: argparse.ArgumentParser, *, swarms: int = 1000, duration: float = 7.0) -> None:
+    """The options every throughput benchmark takes: rounds and their length, the workload,
+    installing, waiting for a quiet machine, keeping the work directory. ``swarms`` and
+    ``duration`` are this benchmark's defaults (pass the same ``duration`` to
+    :func:`finish_run_args`)."""
+    p.add_argument("--quick", action="store_true", help="1 round of 3 s (a smoke test)")
+    p.add_argument(
+        "--duration", type=float, help=f"seconds per measurement (default {duration:g}, quick 3)"
+    )
+    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    p.add_argument("--swarms", type=int, default=swarms, help=f"swarms (default {swarms})")
+    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
+    p.add_argument("--numwant", type=int, default=50)
+    p.add_argument("--no-install", action="store_true", help="never apt-get / npm install")
+    add_wait_quiet(p)
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
 
 
+def pick(p: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """A comma-separated option's names, each checked against ``allowed`` (an unknown one is
+    an argparse error naming it, before anything starts)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for name in names:
+        if name not in allowed:
+            p.error(f"unknown {what} {name!r} (known: {', '.join(allowed)})")
+    return names
+
+
 def finish_run_args(
-    p: argparse.ArgumentParser, a: argparse.Namespace, servers: Sequence[str]
+    p: argparse.ArgumentParser,
+    a: argparse.Namespace,
+    servers: Sequence[str] | None = None,
+    duration: float = 7.0,
 ) -> argparse.Namespace:
-    """Defaults that depend on --quick, the --servers list checked against ``servers``."""
-    a.duration = a.duration or (3.0 if a.quick else 7.0)
+    """Defaults that depend on --quick, the --servers list checked against ``servers`` (when the
+    benchmark has one)."""
+    a.duration = a.duration or (3.0 if a.quick else duration)
     a.rounds = a.rounds or (1 if a.quick else 3)
-    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-    for s in a.servers:
-        if s not in servers:
-            p.error(f"unknown server {s!r}")
+    if servers is not None:
+        a.servers = pick(p, a.servers, servers, "server")
     if not 1 <= a.rounds <= 20 or not 1 <= a.duration <= 300:
         p.error("--rounds must be 1..20 and --duration 1..300")
     return a
@@ -704,21 +725,26 @@ def johnlocke_server(
     extra_toml: str = "",
     udp_port: int | None = None,
     pure: bool = False,
+    http_toml: str = "",
+    snapshot: bool = True,
 ) -> Server:
     """JohnLocke on a free HTTP port; its UDP tracker on ``udp_port``, or off when None (so that
     HTTP benchmarks measure the same daemon as before it had one). ``pure``: the pure-Python
     build (``JOHNLOCKE_NO_EXTENSIONS=1``), else the build the environment chooses (compiled
-    if the checkout has its binaries and JOHNLOCKE_NO_EXTENSIONS is not set)."""
+    if the checkout has its binaries and JOHNLOCKE_NO_EXTENSIONS is not set). ``http_toml``:
+    more ``[http]`` keys (lines); ``snapshot=False``: no snapshot carried from one start to the
+    next; ``extra_toml``: more tables, written last."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"{name}.toml"
     udp = "enabled = false" if udp_port is None else f"port = {udp_port}"
+    # Each server its own snapshot file: two daemons may not share one (the lock).
+    state = f"{name}.snapshot" if snapshot else ""
     config.write_text(
         "# Written by benchmarks/: JohnLocke as a user would run it, defaults otherwise.\n"
-        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n'
+        f'[http]\nhost = "{HOST}"\nport = {port}\nevent_loop = "{event_loop}"\n{http_toml}'
         f"[udp]\n{udp}\n"
-        # Each server its own snapshot file: two daemons may not share one (the lock).
-        f'[state]\npath = "{name}.snapshot"\n{extra_toml}'
+        f'[state]\npath = "{state}"\n{extra_toml}'
     )
     argv = pinned([sys.executable, "-m", "johnlocke", "--config", str(config)], core)
     env = python_env()

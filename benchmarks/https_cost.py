@@ -21,7 +21,7 @@ to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import ssl
 import statistics
 import sys
@@ -41,25 +41,10 @@ SCENARIOS = {
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="JohnLocke over HTTPS vs plain HTTP, in one run.")
-    p.add_argument("--quick", action="store_true", help="1 round of 3 s")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 5)")
-    p.add_argument("--rounds", type=int, help="rounds (default 3)")
+    bl.add_run_args(p, swarms=200, duration=5.0)
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    p.add_argument("--swarms", type=int, default=200, help="swarms (default 200)")
-    p.add_argument("--peers", type=int, default=100, help="peers per swarm (default 100)")
-    p.add_argument("--no-install", action="store_true", help="do not apt-get install wrk")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to leave the CPUs idle",
-    )
-    args = p.parse_args()
-    args.duration = args.duration or (3.0 if args.quick else 5.0)
-    args.rounds = args.rounds or (1 if args.quick else 3)
-    return args
+    return bl.finish_run_args(p, p.parse_args(), duration=5.0)
 
 
 def make_servers(workdir: Path, core: int | None) -> tuple[list[bl.Server], ssl.SSLContext]:
@@ -127,12 +112,13 @@ def main() -> int:
     bl.pin_self(load_core)
     if args.wait_quiet:
         bl.wait_quiet(args.wait_quiet)
-    workdir = bl.CACHE / f"https-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = bl.CACHE / f"https-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     wl = bl.Workload(args.swarms, args.peers)
     paths_file = workdir / "announce.txt"
-    paths_file.write_text("\n".join(wl.reannounce_paths()) + "\n")
-    started = wl.started_paths()
+    paths_file.write_text("\n".join(wl.reannounce_paths(args.numwant)) + "\n")
+    started = wl.started_paths(args.numwant)
     log_path = workdir / "wrk.log"
     results: dict[str, dict[str, list[dict]]] = {sc: {} for sc in SCENARIOS}
     with bl.Processes() as procs:
@@ -167,11 +153,13 @@ def main() -> int:
                         f"  other {r['other_cpu_pct']}%",
                         flush=True,
                     )
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(
-        f"{args.swarms} swarms x {args.peers} peers, numwant 50, {args.connections} connections,"
-        f" {args.rounds} x {args.duration:g} s per server, median of rounds"
-        + ("" if cores else " (fewer than 2 cores: nothing pinned)")
+        f"{args.swarms} swarms x {args.peers} peers, numwant {args.numwant},"
+        f" {args.connections} connections, {args.rounds} x {args.duration:g} s per server,"
+        " median of rounds" + ("" if cores else " (fewer than 2 cores: nothing pinned)")
     )
     print(
         f"{'scenario':<15} {'server':<19} {'answers/s':>10} {'rounds':>24} {'p99 ms':>7}"
@@ -214,12 +202,10 @@ def main() -> int:
         ]
         if spread:
             print(f"  spread between rounds: up to {100 * max(spread):.0f} % of the median")
-    bl.RESULTS.mkdir(parents=True, exist_ok=True)
-    out = bl.RESULTS / f"https-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(doc, indent=1, default=str))
+    out = bl.write_results("https", stamp, doc)
     print(f"\nfigures written to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bl.run_main(main)

@@ -197,14 +197,15 @@ def main() -> int:
     bad = sum(r.short for r in runners)
     if bad:
         print(f"  INVALID: {bad} answers carried fewer than 50 peers")
-    bl.RESULTS.mkdir(exist_ok=True)
-    out = bl.RESULTS / f"inprocess-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                               "other_load": busy, "results": rows}, indent=1))  # fmt: skip
+    out = bl.write_results(
+        "inprocess",
+        time.strftime("%Y%m%d-%H%M%S"),
+        {"args": vars(args), "other_load": busy, "results": rows},
+    )
     print(f"  figures: {out.relative_to(bl.REPO)}")
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
     random.seed(0)
-    sys.exit(main())
+    bl.run_main(main)

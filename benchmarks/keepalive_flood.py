@@ -37,6 +37,7 @@ from benchlib import (  # noqa: E402
     log,
     pin_self,
     proc_status_kib,
+    run_main,
 )
 
 SCRAPE = b"GET /scrape?info_hash=%s HTTP/1.1\r\nHost: t\r\n\r\n" % (b"%33" * 20)
@@ -166,12 +167,12 @@ def main() -> int:
     if cores_ok():
         pin_self(0)
     with Processes() as procs:
-        server = johnlocke_server("flood", CACHE / "keepalive-flood")
-        # johnlocke_server writes [http] (host, port) and then [state]: add the cap to [http],
-        # and turn snapshots off.
-        config = server.workdir / "flood.toml"
-        text = config.read_text().replace("[state]", f"max_connections = {args.cap}\n[state]")
-        config.write_text(text.replace('path = "flood.snapshot"', 'path = ""'))
+        server = johnlocke_server(
+            "flood",
+            CACHE / "keepalive-flood",
+            http_toml=f"max_connections = {args.cap}\n",
+            snapshot=False,
+        )
         why = server.start(procs)
         if why:
             log(f"daemon: {why}")
@@ -192,4 +193,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

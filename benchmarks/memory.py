@@ -126,14 +126,8 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--no-install", action="store_true")
     a = p.parse_args()
-    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
-    a.cases = [c.strip() for c in a.cases.split(",") if c.strip()]
-    for s in a.servers:
-        if s not in ALL_SERVERS:
-            p.error(f"unknown server {s!r}")
-    for c in a.cases:
-        if c not in CASES:
-            p.error(f"unknown case {c!r}")
+    a.servers = bl.pick(p, a.servers, ALL_SERVERS, "server")
+    a.cases = bl.pick(p, a.cases, list(CASES), "case")
     return a
 
 

@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -51,17 +52,11 @@ PARTS = ("throughput", "memory", "kill", "faults")
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true")
+    bl.add_run_args(p, duration=6.0)
     p.add_argument("--parts", default=",".join(PARTS), help=", ".join(PARTS))
-    p.add_argument("--rounds", type=int, help="throughput rounds (default 3, quick 1)")
-    p.add_argument("--duration", type=float, help="seconds per measurement (default 6)")
-    p.add_argument("--swarms", type=int, default=1000)
-    p.add_argument("--peers", type=int, default=100)
     p.add_argument("--connections", type=int, default=64)
-    a = p.parse_args()
-    a.rounds = a.rounds or (1 if a.quick else 3)
-    a.duration = a.duration or (3.0 if a.quick else 6.0)
-    a.parts = [x.strip() for x in a.parts.split(",") if x.strip()]
+    a = bl.finish_run_args(p, p.parse_args(), duration=6.0)
+    a.parts = bl.pick(p, a.parts, PARTS, "part")
     return a
 
 
@@ -139,8 +134,8 @@ def fill(srv: bl.Server, started: list[str]) -> str | None:
 def part_throughput(args: argparse.Namespace, workdir: Path) -> dict:
     wl = bl.Workload(args.swarms, args.peers)
     paths = workdir / "announce_paths.txt"
-    paths.write_text("\n".join(wl.reannounce_paths(50)) + "\n")
-    started = wl.started_paths(50)
+    paths.write_text("\n".join(wl.reannounce_paths(args.numwant)) + "\n")
+    started = wl.started_paths(args.numwant)
     out: dict = {}
     with bl.Processes() as procs:
         redis = RedisServer(workdir=workdir / "redis-tp")
@@ -403,12 +398,14 @@ def part_faults(args: argparse.Namespace, workdir: Path) -> dict:
 def main() -> int:
     args = parse_args()
     if (
-        bl.ensure_command("wrk", "wrk") is None
-        or bl.ensure_command("redis-server", "redis-server") is None
+        bl.ensure_command("wrk", "wrk", not args.no_install) is None
+        or bl.ensure_command("redis-server", "redis-server", not args.no_install) is None
     ):
         print("needs wrk and redis-server (apt-get install wrk redis-server)")
         return 2
     bl.pin_self(bl.LOAD_CORE)
+    if args.wait_quiet:
+        bl.wait_quiet(args.wait_quiet)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = bl.CACHE / f"redis-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -416,15 +413,18 @@ def main() -> int:
     print(f"Redis store benchmark {stamp}; other processes used {other:.0%} of a core before the"
           f" run{' (figures will be noisy)' if other > 0.1 else ''}")  # fmt: skip
     results: dict = {"other_load_before": round(other, 2)}
-    for part in args.parts:
-        print(f"\n== {part}")
-        results[part] = globals()[f"part_{part}"](args, workdir)
+    try:
+        for part in args.parts:
+            print(f"\n== {part}")
+            results[part] = globals()[f"part_{part}"](args, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print("\n== results")
     print(json.dumps(results, indent=2))
-    bl.RESULTS.mkdir(exist_ok=True)
-    (bl.RESULTS / f"redis-{stamp}.json").write_text(json.dumps(results, indent=2))
+    print(f"figures written to {bl.write_results('redis', stamp, results)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bl.run_main(main)

@@ -78,10 +78,7 @@ def parse_args() -> argparse.Namespace:
         help="skip the UDP scenario (benchmarks/udp.py, both builds) that follows the HTTP ones",
     )
     a = bl.finish_run_args(p, p.parse_args(), ALL_SERVERS)
-    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    for s in a.scenarios:
-        if s not in SCENARIOS:
-            p.error(f"unknown scenario {s!r}")
+    a.scenarios = bl.pick(p, a.scenarios, list(SCENARIOS), "scenario")
     return a
 
 
@@ -588,18 +585,21 @@ def compute_ratios(results: dict) -> list[dict]:
 
 
 def print_ratios(rows: list[dict]) -> None:
+    """One line per row: label, value, target, verdict. A row without ``is_target`` is a
+    target; ``why`` says why it was not measured; udp.py's rows print here too."""
     width = max(len(r["label"]) for r in rows)
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.2f}{r['unit']}"
         target = "" if r["target"] is None else f"{r['op']} {r['target']:g}{r['unit']}"
         if r["met"] is None:
-            verdict = f"N/A ({r['why']})" if r["why"] else "(info)"
+            why = r.get("why")
+            verdict = f"N/A ({why})" if why else "(info)" if r["target"] is None else "N/A"
         else:
             verdict = "MET" if r["met"] else "NOT MET"
-            if not r["is_target"]:
+            if not r.get("is_target", True):
                 verdict = f"({verdict.lower()}, info only)"
-            if r.get("noisy"):
-                verdict += f"  [noisy: other processes used > {NOISY_OTHER_PCT:.0f}% of a core]"
+        if r.get("noisy") and r["value"] is not None:
+            verdict += f"  [noisy: other processes used > {NOISY_OTHER_PCT:.0f}% of a core]"
         print(f"{r['label']:<{width}}  {value:>9}  {target:>9}  {verdict}")
 
 

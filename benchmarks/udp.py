@@ -441,19 +441,6 @@ def ratios(results: dict[tuple[str, str], dict]) -> list[dict]:
     return rows
 
 
-def print_ratios(rows: list[dict]) -> None:
-    width = max(len(r["label"]) for r in rows)
-    for r in rows:
-        value = "-" if r["value"] is None else f"{r['value']:.2f}{r['unit']}"
-        target = "" if r["target"] is None else f"{r['op']} {r['target']:g}{r['unit']}"
-        verdict = "N/A" if r["met"] is None else ("MET" if r["met"] else "NOT MET")
-        if r["target"] is None:
-            verdict = "(info)"
-        if r["noisy"] and r["value"] is not None:
-            verdict += f"  [noisy: other processes used > {NOISY_OTHER_PCT:.0f}% of a core]"
-        print(f"{r['label']:<{width}}  {value:>9}  {target:>9}  {verdict}")
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -615,7 +602,7 @@ def main() -> int:
         )
     print("\nRATIOS (within this run)")
     rows = ratios(results)
-    print_ratios(rows)
+    http_bench.print_ratios(rows)
     doc = {
         "date": stamp,
         "johnlocke_commit": http_bench.git_describe(),

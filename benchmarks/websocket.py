@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
         "--uvloop", action="store_true", help='also JohnLocke with [http] event_loop = "uvloop"'
     )
     p.add_argument("--no-install", action="store_true", help="do not npm/apt install anything")
+    bl.add_wait_quiet(p)
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (5.0 if args.quick else 8.0)
@@ -83,14 +84,18 @@ def raise_fd_limit() -> None:
 def start_tracker(kind: str, npm_dir: Path, workdir: Path, procs: bl.Processes) -> bl.Server:
     if kind.startswith("johnlocke"):
         loop = "uvloop" if kind == "johnlocke-uvloop" else "asyncio"
-        srv = bl.johnlocke_server(kind, workdir, event_loop=loop, extra_toml=JOHNLOCKE_TOML)
-        # Every generated socket comes from 127.0.0.1: no per-address connection cap; UDP on
-        # (for its latency probe); no snapshot carried from one start to the next.
+        # Every generated socket comes from 127.0.0.1: no per-address connection cap.
+        srv = bl.johnlocke_server(
+            kind,
+            workdir,
+            event_loop=loop,
+            extra_toml=JOHNLOCKE_TOML,
+            http_toml="max_connections_per_ip = 0\n",
+            snapshot=False,
+        )
+        # UDP on, on the HTTP port's number (the default), for its latency probe.
         config = workdir / f"{kind}.toml"
-        text = config.read_text()
-        text = text.replace("[http]\n", "[http]\nmax_connections_per_ip = 0\n", 1)
-        text = text.replace("[udp]\nenabled = false\n", "[udp]\nenabled = true\n", 1)
-        text = text.replace('path = "johnlocke.snapshot"', 'path = ""', 1)
+        text = config.read_text().replace("enabled = false", "enabled = true", 1)
         config.write_text(text)
     else:
         port = bl.free_port()
@@ -258,11 +263,13 @@ def main() -> int:
         raise SystemExit(f"bittorrent-tracker unavailable: {note}")
     for name in ("ws_load.mjs", "bittorrent_tracker_ws.mjs"):
         (npm_dir / name).write_bytes((HERE / name).read_bytes())
-    workdir = bl.RESULTS / "websocket"
+    workdir = bl.CACHE / "websocket"
     kinds = ["johnlocke", "bittorrent-tracker"]
     if args.uvloop:
         kinds.insert(1, "johnlocke-uvloop")
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    if args.wait_quiet:
+        bl.wait_quiet(args.wait_quiet)
     bl.log(f"{note}; {args.rounds} rounds; other load: {bl.other_load(1.0)[0]:.2f} cores busy")
     with bl.Processes() as procs:
         for r in range(args.rounds):
@@ -365,4 +372,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    bl.run_main(main)

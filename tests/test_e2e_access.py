@@ -11,7 +11,6 @@ announces that one hash only, exactly as a v1-only (or v2-only) client does.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -23,10 +22,10 @@ from .daemon import run_daemon
 
 lt = pytest.importorskip("libtorrent")
 
+from tests.e2e_helpers import seed_folder  # noqa: E402 (needs libtorrent)
 from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
     BUDGET,
     FILE_NAME,
-    FILE_SIZE,
     TRACKER_CONFIG,
     Client,
     make_torrent,
@@ -36,14 +35,6 @@ from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
 )
 
 KEY = "5f1c0a9e3b7d4c2a8e6f1b0d9c7a5e3f"
-
-
-def seed_folder(tmp_path: Path) -> tuple[Path, bytes]:
-    payload = os.urandom(FILE_SIZE)
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / FILE_NAME).write_bytes(payload)
-    return seed_dir, payload
 
 
 def test_private_tracker_with_passkeys(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ peer_id and port, not by address. Everything stays on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +20,10 @@ from tests.daemon import Daemon, run_daemon
 
 lt = pytest.importorskip("libtorrent")
 
+from tests.e2e_helpers import seed_folder  # noqa: E402 (needs libtorrent)
 from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
     BUDGET,
     FILE_NAME,
-    FILE_SIZE,
     TIMEOUT,
     TRACKER_CONFIG,
     Client,
@@ -90,10 +89,7 @@ def swarm(
     """A ``Swarm`` with the daemon running (on ``config``, in ``tmp_path/tracker``; over HTTPS
     with ``tls``); on failure, prints every client's alerts and the daemon log (a ``with`` block
     rather than a fixture, so the failure reaches this code)."""
-    payload = os.urandom(FILE_SIZE)
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / FILE_NAME).write_bytes(payload)
+    seed_dir, payload = seed_folder(tmp_path)
     scheme = "https" if tls else "http"
     with run_daemon(config, workdir=tmp_path / "tracker", scheme=scheme) as d:
         s = Swarm(d, tmp_path, seed_dir, payload, tls)

@@ -7,7 +7,6 @@ seeder is. The counts are read back over HTTP: the same tracker behind both tran
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from tests.daemon import run_daemon
 
 lt = pytest.importorskip("libtorrent")
 
+from tests.e2e_helpers import seed_folder  # noqa: E402 (needs libtorrent)
 from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
     BUDGET,
     FILE_NAME,
-    FILE_SIZE,
     TRACKER_CONFIG,
     Client,
     make_torrent,
@@ -31,10 +30,7 @@ from tests.torrent_clients import (  # noqa: E402 (needs libtorrent)
 
 
 def test_a_leecher_downloads_through_the_udp_tracker_only(tmp_path: Path) -> None:
-    payload = os.urandom(FILE_SIZE)
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / FILE_NAME).write_bytes(payload)
+    seed_dir, payload = seed_folder(tmp_path)
     with run_daemon(TRACKER_CONFIG + "[log]\naccess_log = true\n") as d:
         torrent = make_torrent(seed_dir, d.udp_url, lt.create_torrent.v1_only)
         ti = lt.torrent_info(lt.bdecode(torrent))
