@@ -216,3 +216,26 @@ class LogService:
 
     def reload(self, config: Config) -> None:
         setup(config.log, self.verbose)
+
+
+RARE_EVERY = 60.0  # seconds between two lines of one RareWarning
+
+
+class RareWarning:
+    """A warning logged at most once a minute (a full server refusing connections: every
+    refusal would be a line), saying how often it happened since the line before."""
+
+    def __init__(self, logger: logging.Logger, text: str) -> None:
+        self.logger = logger
+        self.text = text  # its last %d is the count
+        self.count = 0
+        self._logged = 0
+        self._at = -RARE_EVERY
+
+    def __call__(self, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._at >= RARE_EVERY:
+            self.logger.warning(self.text, *args, self.count - self._logged)
+            self._at = now
+            self._logged = self.count

@@ -62,7 +62,6 @@ import asyncio
 import functools
 import logging
 import ssl
-import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
@@ -83,7 +82,7 @@ from johnlocke.config import Config
 from johnlocke.errors import ClientError
 from johnlocke.http import codec as protocol
 from johnlocke.http import lean, tls
-from johnlocke.logs import ACCESS_LOGGER, mask, mask_request
+from johnlocke.logs import ACCESS_LOGGER, RareWarning, mask, mask_request
 from johnlocke.stats import INTERNAL_REASON, LATENCY_BOUNDS, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket.server import Hub
@@ -485,7 +484,6 @@ _MAX_HEADERS = 32
 _MAX_FIELD = 4096
 # The most bytes a new connection may send before its first request head is complete.
 _MAX_HEAD = protocol.MAX_QUERY_LENGTH * 2 + 16 * 1024
-_WARN_EVERY = 60.0  # seconds between two "connection limit reached" warnings
 # At the cap, a connection that has not sent its first request for this long goes before idle
 # ones; a younger one goes only if none is idle (it has had no time to send).
 _GRACE = 1.0
@@ -495,24 +493,6 @@ _GRACE = 1.0
 # the heap): in benchmarks/soak.py the RSS crept up ~1 MB/min under hostile traffic, and stayed
 # flat with 16 KiB reads, at the same answers/s. uvloop reads into its own buffer: unaffected.
 _READ_SIZE = 16 * 1024
-
-
-class _RareWarning:
-    """A warning logged at most once a minute, saying how often it happened since the last."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text  # its last %d is the count
-        self.count = 0
-        self._logged = 0
-        self._at = -_WARN_EVERY
-
-    def __call__(self, *args: object) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._at >= _WARN_EVERY:
-            log.warning(self.text, *args, self.count - self._logged)
-            self._at = now
-            self._logged = self.count
 
 
 # A connection's state, as its guard sees it. _BUSY is 0, so the hot path tests it alone.
@@ -552,13 +532,15 @@ class _Limits:
         self.evicted = 0
         self.reclaimed = 0
         self.timed_out = 0
-        self.refuse = _RareWarning(
+        self.refuse = RareWarning(
+            log,
             "connection limit reached ([http] max_connections = %d): refused %d connections"
-            " since the last warning"
+            " since the last warning",
         )
-        self.refuse_address = _RareWarning(
+        self.refuse_address = RareWarning(
+            log,
             "connections from one address over [http] max_connections_per_ip = %d (the last"
-            " from %s): refused %d connections since the last warning"
+            " from %s): refused %d connections since the last warning",
         )
 
     def make_room(self) -> bool:

@@ -47,7 +47,7 @@ from johnlocke import eager
 from johnlocke.bittorrent import EVENT_STOPPED, AnnounceRequest, Answer
 from johnlocke.config import Config
 from johnlocke.errors import ClientError
-from johnlocke.logs import mask
+from johnlocke.logs import RareWarning, mask
 from johnlocke.stats import INTERNAL_REASON, StatsService
 from johnlocke.tracker import Tracker
 from johnlocke.websocket import codec, frames
@@ -709,11 +709,8 @@ class Hub:
                         del pending[first]
 
 
-_last_full = [0.0]
-
-
-def _full(cap: int) -> None:
-    now = monotonic()
-    if now - _last_full[0] >= 60:
-        _last_full[0] = now
-        log.warning("WebSocket connection limit reached ([webtorrent] max_connections = %d)", cap)
+_full = RareWarning(
+    log,
+    "WebSocket connection limit reached ([webtorrent] max_connections = %d): refused %d"
+    " connections since the last warning",
+)
